@@ -1,0 +1,507 @@
+# -*- test-case-name: tests.test_reliable -*-
+"""
+Acknowledged, in-order, exactly-once lines over datagrams.
+
+UDP loses, duplicates and reorders datagrams. The UDP transport (C{udp.py}) and the bundled client
+(C{client.py}) both need each peer to see every chat line once and in order, so this module numbers
+outgoing lines, acknowledges incoming ones and retransmits on a clock until acknowledged.
+
+It is pure protocol machinery and symmetric: no sockets and no global reactor. Time comes in as
+an C{IReactorTime}, datagrams go out through a C{send(datagram)} callable, and the transport feeds
+parsed frames in with L{ReliableChannel.frame_received}.
+
+Wire format, one frame per datagram (text, seq in decimal, starting at 1 per direction per peer)::
+
+    <seq> <payload>          data: one whole line, e.g. b"12 alice: hi"
+    <seq>+ <payload>         data: this payload continues in seq+1 (a long line split in pieces)
+    ACK <cum> [<s1> <s2>..]  everything <= cum received, plus these seqs above cum (at most 32)
+    VERB [arg ...]           any other frame whose first word is uppercase ASCII (HELLO, JOIN, PING)
+    ! <text>                 an error line, passed up whole as ControlFrame("!", (text,))
+
+Only data and ACK frames belong to the channel; control frames are for the transport.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Optional, Tuple, Union
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+MAX_SEQ = 2**31
+"""Largest sequence number on the wire; 2**31 datagrams in one direction is years of chat."""
+
+MAX_SELECTIVE = 32
+"""Most selectively acknowledged seqs in one ACK, so an ACK datagram stays small."""
+
+HEADER_ROOM = len(b"%d+ " % MAX_SEQ)
+"""Bytes a data frame header can take; a piece carries up to C{max_payload - HEADER_ROOM} bytes."""
+
+_VERB = re.compile(rb"[A-Z]+\Z")
+_SLACK = 1e-9  # float tolerance when comparing a due time with the clock
+
+
+class MalformedFrame(ValueError):
+    """A datagram that is no frame of ours; the transport logs and ignores it."""
+
+
+@dataclass(frozen=True)
+class DataFrame:
+    """One numbered piece of a line; C{more} says the line continues in C{seq + 1}."""
+
+    seq: int
+    more: bool
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class AckFrame:
+    """Receipt of every seq up to C{cumulative} and of the C{selective} seqs above it."""
+
+    cumulative: int
+    selective: Tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ControlFrame:
+    """A frame the transport handles itself (HELLO, TOKEN, JOIN, PING, PONG, "!" errors)."""
+
+    verb: str
+    args: Tuple[bytes, ...] = ()
+
+
+Frame = Union[DataFrame, AckFrame, ControlFrame]
+
+
+def _number(word: bytes, minimum: int) -> int:
+    """Parse a canonical decimal in [minimum, MAX_SEQ]; anything else is malformed."""
+    if not (0 < len(word) <= 10 and word.isdigit()) or (word[:1] == b"0" and word != b"0"):
+        raise MalformedFrame("bad number {!r}".format(word))
+    value = int(word)
+    if not minimum <= value <= MAX_SEQ:
+        raise MalformedFrame("number out of range: {}".format(value))
+    return value
+
+
+def parse_frame(datagram: bytes) -> Frame:
+    """
+    Turn one datagram into a frame value, so transports never parse the wire by hand.
+
+    Data payloads are taken verbatim after the first space; control and ACK frames are split on
+    ASCII whitespace, so a trailing newline from C{nc -u} does no harm.
+
+    @param datagram: The bytes of one received datagram.
+    @return: A L{DataFrame}, L{AckFrame} or L{ControlFrame}.
+    @raise MalformedFrame: For anything else; never any other exception.
+    """
+    if not datagram:
+        raise MalformedFrame("empty datagram")
+    head, space, rest = datagram.partition(b" ")
+    if head[:1].isdigit():
+        more = head.endswith(b"+")
+        seq = _number(head[:-1] if more else head, minimum=1)
+        if not space:
+            raise MalformedFrame("no space after the sequence number")
+        return DataFrame(seq, more, rest)
+    if head == b"!":
+        return ControlFrame("!", (rest,))
+    words = datagram.split()
+    if not words or _VERB.match(words[0]) is None:
+        raise MalformedFrame("not a frame: {!r}".format(datagram[:40]))
+    verb = words[0].decode("ascii")
+    if verb != "ACK":
+        return ControlFrame(verb, tuple(words[1:]))
+    if len(words) < 2 or len(words) - 2 > MAX_SELECTIVE:
+        raise MalformedFrame("ACK needs a cumulative seq and at most {} more".format(MAX_SELECTIVE))
+    cumulative = _number(words[1], minimum=0)
+    selective = tuple(_number(word, minimum=cumulative + 1) for word in words[2:])
+    return AckFrame(cumulative, selective)
+
+
+def encode_data(seq: int, payload: bytes, more: bool = False) -> bytes:
+    """
+    Frame one piece of a line for the wire.
+
+    @param seq: Its sequence number, 1 to L{MAX_SEQ}.
+    @param payload: The bytes carried, verbatim.
+    @param more: True if the line continues in C{seq + 1}.
+    @raise ValueError: If C{seq} is out of range.
+    """
+    if not 1 <= seq <= MAX_SEQ:
+        raise ValueError("sequence number out of range: {}".format(seq))
+    return b"%d%s %s" % (seq, b"+" if more else b"", payload)
+
+
+def encode_ack(cumulative: int, selective: Iterable[int] = ()) -> bytes:
+    """
+    Frame an acknowledgement: all seqs up to C{cumulative}, plus the lowest L{MAX_SELECTIVE} of
+    C{selective} (the oldest gaps matter most to the sender's retransmit timer).
+    """
+    extra = sorted(selective)[:MAX_SELECTIVE]
+    return b" ".join([b"ACK", b"%d" % cumulative] + [b"%d" % seq for seq in extra])
+
+
+def split_utf8(payload: bytes, limit: int) -> List[bytes]:
+    """
+    Split C{payload} into pieces of at most C{limit} bytes, never inside a UTF-8 character, so each
+    piece of a long line is readable on its own.
+
+    Bytes that are not UTF-8 are cut at the limit. An empty payload is one empty piece.
+
+    @param limit: At least 4, the longest UTF-8 character.
+    """
+    pieces = []
+    start = 0
+    while len(payload) - start > limit:
+        cut = start + limit
+        back = cut
+        while back > cut - 3 and payload[back] & 0xC0 == 0x80:  # a continuation byte
+            back -= 1
+        if payload[back] & 0xC0 == 0x80:
+            back = cut  # four continuation bytes in a row: not UTF-8, cut anywhere
+        pieces.append(payload[start:back])
+        start = back
+    pieces.append(payload[start:])
+    return pieces
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A numbered data frame not yet acknowledged; C{tries} is 0 until it is first sent."""
+
+    datagram: bytes
+    first_sent: float = 0.0
+    due: float = 0.0
+    tries: int = 0
+
+
+class ReliableChannel:
+    """
+    One peer's two reliable streams: our numbered lines out, their numbered lines in.
+
+    Outgoing frames are kept until acknowledged and retransmitted with per-frame exponential
+    backoff, from one timer armed no later than the earliest due frame. Incoming frames are
+    acknowledged, de-duplicated, reordered within C{max_reorder} and handed up as whole lines.
+
+    C{max_reorder} is also the send window: a frame is first sent only once it is less than
+    C{max_reorder} past the oldest unacknowledged one, so the peer (configured alike) can buffer
+    it. Frames the peer would drop for being too far ahead of a gap would otherwise spend their
+    tries while the gap is being resent, and we would give up on a peer that is only lossy.
+
+    Bounds: C{max_unacked} frames numbered but not acknowledged, sent or waiting for the window
+    (beyond it the peer is "too slow to read"); C{max_reorder} seqs buffered ahead of a gap;
+    C{max_line} bytes of one line being joined.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        send: Callable[[bytes], object],
+        deliver: Callable[[bytes], object],
+        give_up: Callable[[str], object],
+        *,
+        initial_rto: float = 0.25,
+        min_rto: float = 0.1,
+        max_rto: float = 4.0,
+        max_tries: int = 8,
+        max_unacked: int = 1024,
+        max_reorder: int = 256,
+        max_payload: int = 1200,
+        max_line: int = 65536,
+    ) -> None:
+        """
+        @param clock: Time and timers for retransmission.
+        @param send: Puts one datagram on the wire to this peer.
+        @param deliver: Called once per whole incoming line, in order.
+        @param give_up: Called at most once with "timed out" or "too slow to read"; the channel is
+            closed by then.
+        @param max_payload: Largest datagram built by L{send_line}, header included.
+        @param max_line: Longest incoming line joined from pieces; longer ones are dropped.
+        """
+        if not 0 < min_rto <= max_rto:
+            raise ValueError("need 0 < min_rto <= max_rto")
+        if max_tries < 1 or max_unacked < 1 or max_reorder < 1:
+            raise ValueError("max_tries, max_unacked and max_reorder must be positive")
+        if max_payload < HEADER_ROOM + 4:
+            raise ValueError("max_payload must leave room for a header and one character")
+        self._clock = clock
+        self._send = send
+        self._deliver = deliver
+        self._on_give_up = give_up
+        self._min_rto = min_rto
+        self._max_rto = max_rto
+        self._max_tries = max_tries
+        self._max_unacked = max_unacked
+        self._max_reorder = max_reorder
+        self._piece_limit = max_payload - HEADER_ROOM
+        self._max_line = max_line
+
+        self._rto = min(max(initial_rto, min_rto), max_rto)
+        self._srtt: Optional[float] = None
+        self._rttvar = 0.0
+        self._next_seq = 1  # seq of the next line piece we number
+        self._next_unsent = 1  # seq of the first numbered piece not sent yet (window full)
+        self._unacked: OrderedDict[int, _Outgoing] = OrderedDict()
+        self._timer: Optional[IDelayedCall] = None
+        self._waiters: List[Deferred[None]] = []
+
+        self._next_expected = 1
+        self._reorder: dict[int, DataFrame] = {}
+        self._partial: List[bytes] = []
+        self._partial_size = 0
+        self._discarding = False
+        self._closed = False
+
+        self.sent = 0
+        self.retransmitted = 0
+        self.delivered = 0
+        self.duplicates = 0
+        self.acks_sent = 0
+
+    @property
+    def rto(self) -> float:
+        """The current retransmission timeout in seconds, before per-frame backoff."""
+        return self._rto
+
+    @property
+    def outstanding(self) -> int:
+        """How many numbered data frames wait for an ACK, including those not sent yet."""
+        return len(self._unacked)
+
+    @property
+    def closed(self) -> bool:
+        """True once L{close} was called or the peer was given up on."""
+        return self._closed
+
+    # Sending
+
+    def send_line(self, payload: bytes) -> None:
+        """
+        Send one line reliably: split it into pieces if long, number them, send them at once
+        (or as soon as the send window allows) and keep them for retransmission until
+        acknowledged. Ignored once closed.
+
+        Gives up with "too slow to read" instead if the line would take the unacknowledged count
+        past C{max_unacked}.
+        """
+        if self._closed:
+            self.log.debug("Dropped a line sent on a closed channel")
+            return
+        pieces = split_utf8(payload, self._piece_limit)
+        if len(self._unacked) + len(pieces) > self._max_unacked:
+            self._give_up("too slow to read")
+            return
+        last = len(pieces) - 1
+        for index, piece in enumerate(pieces):
+            datagram = encode_data(self._next_seq, piece, more=index < last)
+            self._unacked[self._next_seq] = _Outgoing(datagram)
+            self._next_seq += 1
+        self._send_window()
+
+    def _send_window(self) -> None:
+        """First transmission of every numbered frame that now fits in the send window."""
+        if not self._unacked:
+            return
+        limit = min(next(iter(self._unacked)) + self._max_reorder, self._next_seq)
+        now = self._clock.seconds()
+        due = now + self._backoff(1)
+        while self._next_unsent < limit and not self._closed:  # send() may close us
+            entry = self._unacked.get(self._next_unsent)
+            self._next_unsent += 1
+            if entry is None:  # acknowledged before we sent it: a confused peer
+                continue
+            entry.first_sent, entry.due, entry.tries = now, due, 1
+            self.sent += 1
+            self._arm(due)
+            self._send(entry.datagram)
+
+    def _backoff(self, tries: int) -> float:
+        """Timeout after the C{tries}-th transmission: rto * 2**(tries-1), at most max_rto."""
+        return min(self._rto * 2 ** min(tries - 1, 32), self._max_rto)
+
+    def _arm(self, due: float) -> None:
+        """Make sure the one timer fires no later than C{due}."""
+        now = self._clock.seconds()
+        if self._timer is None:
+            self._timer = self._clock.callLater(max(0.0, due - now), self._expire)
+        elif due < self._timer.getTime():
+            self._timer.reset(max(0.0, due - now))
+
+    def _expire(self) -> None:
+        """Retransmit every due frame, give up on one tried too often, re-arm for the next."""
+        self._timer = None
+        now = self._clock.seconds()
+        next_due = None
+        for seq, entry in list(self._unacked.items()):
+            if seq >= self._next_unsent:  # the rest wait for the window, not for a timer
+                break
+            if entry.due <= now + _SLACK:
+                if entry.tries >= self._max_tries:
+                    self._give_up("timed out")
+                    return
+                entry.tries += 1
+                entry.due = now + self._backoff(entry.tries)
+                self.retransmitted += 1
+                self.log.debug("Retransmitting {seq} (try {tries})", seq=seq, tries=entry.tries)
+                self._send(entry.datagram)
+                if self._closed:
+                    return
+            if next_due is None or entry.due < next_due:
+                next_due = entry.due
+        if next_due is not None:
+            self._arm(next_due)
+
+    def _ack_received(self, frame: AckFrame) -> None:
+        """Forget acknowledged frames; measure RTT from the newest never-retransmitted one."""
+        unacked = self._unacked
+        sample: Optional[Tuple[int, _Outgoing]] = None
+        while unacked and next(iter(unacked)) <= frame.cumulative:
+            seq, entry = unacked.popitem(last=False)
+            if entry.tries == 1:
+                sample = (seq, entry)
+        for seq in frame.selective:
+            entry = unacked.pop(seq, None)
+            if entry is not None and entry.tries == 1 and (sample is None or seq > sample[0]):
+                sample = (seq, entry)
+        if sample is not None:  # Karn's rule: retransmitted frames give no sample
+            self._measure(self._clock.seconds() - sample[1].first_sent)
+        if not unacked:
+            self._cancel_timer()
+            self._fire_waiters()
+        else:
+            self._send_window()
+
+    def _measure(self, rtt: float) -> None:
+        """Update SRTT, RTTVAR and RTO from one round-trip sample (RFC 6298 section 2)."""
+        if self._srtt is None:
+            self._srtt = rtt
+            self._rttvar = rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self._rto = min(max(self._srtt + 4 * self._rttvar, self._min_rto), self._max_rto)
+
+    # Receiving
+
+    def frame_received(self, frame: Union[DataFrame, AckFrame]) -> None:
+        """
+        Take one parsed frame from this peer: data is acknowledged and delivered in order once,
+        an ACK releases the frames it covers. Ignored once closed.
+
+        @raise TypeError: For a L{ControlFrame}; those belong to the transport.
+        """
+        if self._closed:
+            return
+        if isinstance(frame, AckFrame):
+            self._ack_received(frame)
+        elif isinstance(frame, DataFrame):
+            self._data_received(frame)
+        else:
+            raise TypeError("not a channel frame: {!r}".format(frame))
+
+    def _data_received(self, frame: DataFrame) -> None:
+        """Buffer within the reorder window, deliver what is now in order, then ACK."""
+        seq = frame.seq
+        if seq < self._next_expected or seq in self._reorder:
+            self.duplicates += 1
+        elif seq >= self._next_expected + self._max_reorder:
+            self.log.debug(
+                "Dropped {seq}, beyond the reorder window of {max_reorder} from {expected}",
+                seq=seq, max_reorder=self._max_reorder, expected=self._next_expected,
+            )
+            return
+        else:
+            self._reorder[seq] = frame
+        while not self._closed:
+            ready = self._reorder.pop(self._next_expected, None)
+            if ready is None:
+                break
+            self._next_expected += 1
+            self._assemble(ready)
+        if not self._closed:
+            self._send_ack()
+
+    def _assemble(self, frame: DataFrame) -> None:
+        """Join continued pieces and deliver each whole line, dropping lines over max_line."""
+        if self._discarding:
+            self._discarding = frame.more
+            return
+        if not frame.more and not self._partial:
+            self.delivered += 1
+            self._deliver(frame.payload)
+            return
+        self._partial.append(frame.payload)
+        self._partial_size += len(frame.payload)
+        if self._partial_size > self._max_line:
+            self.log.warn("Dropped a line longer than {max_line} bytes", max_line=self._max_line)
+            self._partial, self._partial_size = [], 0
+            self._discarding = frame.more
+        elif not frame.more:
+            line = b"".join(self._partial)
+            self._partial, self._partial_size = [], 0
+            self.delivered += 1
+            self._deliver(line)
+
+    def _send_ack(self) -> None:
+        """Acknowledge everything in order so far and the lowest buffered seqs beyond it."""
+        self.acks_sent += 1
+        self._send(encode_ack(self._next_expected - 1, self._reorder))
+
+    # Waiting and closing
+
+    def drained(self) -> Deferred[None]:
+        """
+        Wait until every line sent has been acknowledged, e.g. to flush before hanging up.
+
+        @return: A Deferred firing with None once nothing is unacknowledged or the channel is
+            closed; at once if that is already so. It never fails.
+        """
+        if self._closed or not self._unacked:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._forget_waiter)
+        self._waiters.append(waiter)
+        return waiter
+
+    def _forget_waiter(self, waiter: Deferred[None]) -> None:
+        """A caller cancelled its drained() Deferred: stop tracking it."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _fire_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
+
+    def close(self) -> None:
+        """Stop for good: cancel the timer, forget all state, fire drained() waiters. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_timer()
+        self._unacked.clear()
+        self._reorder.clear()
+        self._partial, self._partial_size = [], 0
+        self._fire_waiters()
+
+    def _give_up(self, reason: str) -> None:
+        """Declare the peer gone: close, then tell the owner why (once)."""
+        if self._closed:
+            return
+        self.log.warn(
+            "Giving up on peer: {reason} ({unacked} unacknowledged)",
+            reason=reason, unacked=len(self._unacked),
+        )
+        self.close()
+        self._on_give_up(reason)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,75 @@
+# -*- test-case-name: tests.test_render -*-
+"""Events to the text lines TCP and UDP users see, and text hygiene.
+
+Rendering is pure and cached: a line said to a hundred people is formatted
+and encoded once.  L{scrub} keeps one user's bytes from ever reaching another
+user's terminal as a control sequence.
+"""
+
+import re
+from functools import lru_cache
+
+from chatservice.events import (
+    Emote,
+    Joined,
+    Left,
+    Notice,
+    Private,
+    Refusal,
+    Renamed,
+    Said,
+)
+
+LINE_END = b"\r\n"
+
+_CONTROL_SEQUENCES = re.compile(
+    r"""
+      \x1b\[[0-?]*[ -/]*[@-~]?              # CSI ... final byte
+    | \x1b\][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?   # OSC ... BEL or ST
+    | \x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?        # DCS, SOS, PM, APC ... ST
+    | \x1b[ -/]*[0-~]?                      # any other escape sequence
+    | \x9b[0-?]*[ -/]*[@-~]?                # 8-bit CSI
+    | [\x9d\x90\x98\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?  # 8-bit OSC, DCS...
+    | [\x00-\x08\x0a-\x1f\x7f-\x9f]         # other C0 (not tab), DEL, C1
+    """,
+    re.VERBOSE,
+)
+
+
+def scrub(text: str) -> str:
+    """
+    Remove C0 controls (but tab), DEL, C1 controls and whole escape sequences.
+
+    Printable text (the usual case) is returned as it is, without a regex pass.
+    """
+    if text.isprintable():
+        return text
+    return _CONTROL_SEQUENCES.sub("", text)
+
+
+def as_line(event) -> str:
+    """The line, without its line end, that a line-protocol user sees for C{event}."""
+    kind = type(event)
+    if kind is Said:
+        return f"{event.nick}: {event.text}"
+    if kind is Joined:
+        return f"* {event.nick} joined"
+    if kind is Left:
+        return f"* {event.nick} left ({event.reason})"
+    if kind is Renamed:
+        return f"* {event.old} is now known as {event.new}"
+    if kind is Emote:
+        return f"* {event.nick} {event.text}"
+    if kind is Private:
+        return f"[private] {event.sender}: {event.text}"
+    if kind is Notice:
+        return f"* {event.text}"
+    if kind is Refusal:
+        return f"! {event.text}"
+    raise TypeError(f"no rendering for {event!r}")
+
+
+@lru_cache(maxsize=4096)
+def as_bytes(event) -> bytes:
+    """C{as_line(event)} encoded as UTF-8, ending in CRLF; cached per event."""
+    return as_line(event).encode("utf-8", errors="replace") + LINE_END

@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_tap -*-
+"""C{twistd chatroom}: its options and the service they build."""
+
+from twisted.application import internet, strports
+from twisted.python import usage
+
+from chatservice.flood import FloodPolicy
+from chatservice.limits import Admission, Limits
+from chatservice.listen import datagram_address, stream_description
+from chatservice.nicks import NickRegistry
+from chatservice.room import Room
+from chatservice.service import ChatService
+from chatservice.tcp import LineChatFactory
+from chatservice.udp import DatagramChat
+
+_DEFAULTS = Limits()
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a number of at least 0")
+    return number
+
+
+class Options(usage.Options):
+    """Command-line options of C{twistd chatroom}."""
+
+    synopsis = "[--tcp PORT|ENDPOINT] [--udp PORT|udp:PORT[:interface=ADDR]] [limits]"
+    longdesc = (
+        "One chat room for telnet, nc, nc -u and chatroom-client, with one set of "
+        "nicknames across every transport. Each limit is per user unless it says "
+        "otherwise; 0 turns off --flood-rate, --max-per-ip, --max-clients and "
+        "--login-timeout."
+    )
+
+    optParameters = [
+        ["tcp", None, "12345",
+         "TCP line chat: a port, or a Twisted endpoint such as "
+         "tcp:12345:interface=127.0.0.1 (or 'off').", stream_description],
+        ["udp", None, "12346",
+         "UDP chat: a port, or udp:PORT[:interface=ADDR] (or 'off').",
+         datagram_address],
+        ["max-line", None, _DEFAULTS.max_line,
+         "Longest TCP line in bytes; a longer one is refused with '! line too long'.",
+         _positive_int],
+        ["max-backlog", None, _DEFAULTS.max_backlog,
+         "Bytes of unsent output a TCP user may fall behind before being "
+         "dropped as too slow to read.", _positive_int],
+        ["flood-rate", None, _DEFAULTS.flood.rate,
+         "Lines per second a user may send, sustained (0: no flood control).",
+         _positive_float],
+        ["flood-burst", None, _DEFAULTS.flood.burst,
+         "Lines a user may send at once above --flood-rate.", _positive_int],
+        ["max-clients", None, _DEFAULTS.max_clients,
+         "Users connected at once over all transports (0: no limit).", _positive_int],
+        ["max-per-ip", None, _DEFAULTS.max_per_ip,
+         "Users connected at once from one address (0: no limit).", _positive_int],
+        ["login-timeout", None, _DEFAULTS.login_timeout,
+         "Seconds a new user has to choose a nickname (0: no limit).", _positive_float],
+        ["udp-timeout", None, _DEFAULTS.udp_timeout,
+         "Seconds of silence after which a UDP user expires.", _positive_float],
+        ["shutdown-grace", None, _DEFAULTS.shutdown_grace,
+         "Seconds to wait on stop for goodbyes to reach every user.", _positive_float],
+    ]
+
+    def postOptions(self) -> None:
+        if self["tcp"] is None and self["udp"] is None:
+            raise usage.UsageError("--tcp and --udp are both off: nobody could connect")
+        if self["udp-timeout"] <= 0:
+            raise usage.UsageError("--udp-timeout must be more than 0")
+        if self["flood-rate"] > 0 and self["flood-burst"] < 1:
+            raise usage.UsageError("--flood-burst must be at least 1 with flood control on")
+        self["limits"] = Limits(
+            max_line=self["max-line"] or _DEFAULTS.max_line,
+            max_backlog=self["max-backlog"],
+            flood=FloodPolicy(rate=self["flood-rate"], burst=self["flood-burst"]),
+            max_clients=self["max-clients"],
+            max_per_ip=self["max-per-ip"],
+            login_timeout=self["login-timeout"],
+            udp_timeout=self["udp-timeout"],
+            shutdown_grace=self["shutdown-grace"],
+        )
+
+
+def makeService(options, reactor=None) -> ChatService:
+    """
+    Build the chat service from parsed C{options}.
+
+    @param reactor: the reactor to listen and keep time with; the global one
+        if None (the only place besides the client that falls back to it).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    limits: Limits = options["limits"]
+    registry = NickRegistry()
+    room = Room(clock=reactor)
+    admission = Admission(limits.max_clients, limits.max_per_ip)
+    service = ChatService(room, registry, admission, reactor, grace=limits.shutdown_grace)
+    if options["tcp"] is not None:
+        factory = LineChatFactory(room, registry, reactor, admission, limits)
+        strports.service(options["tcp"], factory, reactor=reactor).setServiceParent(service)
+    if options["udp"] is not None:
+        address = options["udp"]
+        protocol = DatagramChat(room, registry, reactor, admission, limits)
+        udp = internet.UDPServer(
+            address.port,
+            protocol,
+            interface=address.interface,
+            maxPacketSize=protocol.max_datagram_read,
+            reactor=reactor,
+        )
+        udp.setServiceParent(service)
+    return service
