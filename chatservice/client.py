@@ -38,6 +38,8 @@ PINGS_UNANSWERED = 4
 QUIT_GRACE = 3.0
 #: The longest line the UDP side takes in one datagram (with its seq header).
 UDP_MAX_DATAGRAM = 1200
+#: UDP: stop reading stdin while this many of our lines are unacknowledged.
+UDP_INPUT_PAUSE = 512
 
 
 class Options(usage.Options):
@@ -75,7 +77,8 @@ class ChatClient:
         self._quitting = False
         self._eof = False
         self._queued: list[str] = []
-        self.link = None  # set by the transport: send_line(str), hang_up()
+        self.link = None  # set by the transport: send_line(str), quit()
+        self.console = None  # set once stdin is open: pause and resume it
 
     def server_line(self, line: str) -> None:
         """One line from the server: show it, and follow the login."""
@@ -108,6 +111,16 @@ class ChatClient:
         self._eof = True
         if self.joined:
             self._quit()
+
+    def pause_input(self) -> None:
+        """Stop reading stdin for a while (the link is full)."""
+        if self.console is not None:
+            self.console.transport.pauseProducing()
+
+    def resume_input(self) -> None:
+        """Read stdin again."""
+        if self.console is not None:
+            self.console.transport.resumeProducing()
 
     def _quit(self) -> None:
         if self._quitting:
@@ -159,6 +172,7 @@ class _UdpLink(DatagramProtocol):
         self._tries = 0
         self._timer = None
         self._last_heard = clock.seconds()
+        self._input_paused = False
         client.link = self
         self.channel = ReliableChannel(
             clock, self._send, self._line_received, self._gave_up,
@@ -250,6 +264,14 @@ class _UdpLink(DatagramProtocol):
             )
             return
         self.channel.send_line(data)
+        if self.channel.outstanding >= UDP_INPUT_PAUSE and not self._input_paused:
+            self._input_paused = True
+            self.client.pause_input()
+            self.channel.drained().addCallback(self._resume_input)
+
+    def _resume_input(self, _) -> None:
+        self._input_paused = False
+        self.client.resume_input()
 
     def quit(self) -> None:
         """Send /quit once our lines are acknowledged; exit on BYE or after a grace."""
@@ -334,7 +356,8 @@ def run(reactor, argv):
         except Exception as e:
             sys.stderr.write(f"chatroom-client: cannot reach {host}:{port}: {e}\n")
             raise SystemExit(EXIT_UNREACHABLE)
-    StandardIO(_Console(client), reactor=reactor)
+    client.console = _Console(client)
+    StandardIO(client.console, reactor=reactor)
     code = yield finished
     if options["udp"]:
         if code == EXIT_UNREACHABLE:

@@ -35,6 +35,11 @@ from twisted.logger import Logger
 MAX_SEQ = 2**31
 """Largest sequence number on the wire; 2**31 datagrams in one direction is years of chat."""
 
+MAX_TRIES = 16
+"""Transmissions of one frame before the peer counts as gone. At 20% loss each way a round trip
+fails with p = 0.36, so 16 tries lose a frame with p = 0.36**16 = 8e-8: a lossy but live peer is
+kept, while a dead one is given up on after about 50 s (the backoff caps at max_rto)."""
+
 MAX_SELECTIVE = 32
 """Most selectively acknowledged seqs in one ACK, so an ACK datagram stays small."""
 
@@ -209,7 +214,7 @@ class ReliableChannel:
         initial_rto: float = 0.25,
         min_rto: float = 0.1,
         max_rto: float = 4.0,
-        max_tries: int = 8,
+        max_tries: int = MAX_TRIES,
         max_unacked: int = 1024,
         max_reorder: int = 256,
         max_payload: int = 1200,

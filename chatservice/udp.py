@@ -37,7 +37,7 @@ from chatservice.session import Session
 MAX_DATAGRAM = 1200
 #: A token is good for the epoch it was made in and the next one.
 TOKEN_EPOCH = 60.0
-_TOKEN_HEX = 12
+_TOKEN_HEX = 10  # 40 bits; with the newline the reply is 17 bytes
 #: Stands in for a numbered line that was too long, so its refusal keeps its place.
 _TOO_LONG = b"\x00too long"
 
@@ -181,6 +181,7 @@ class DatagramChat(DatagramProtocol):
             self.transport.write(datagram + b"\n", address)
 
     def datagramReceived(self, datagram: bytes, address) -> None:
+        received = len(datagram)
         datagram = datagram.rstrip(b"\r\n")
         peer = self._peers.get(address)
         try:
@@ -195,7 +196,7 @@ class DatagramChat(DatagramProtocol):
         if peer is not None:
             peer.datagram_received(frame)
         elif isinstance(frame, ControlFrame):
-            self._stranger(frame, datagram, address)
+            self._stranger(frame, received, address)
 
     def _oversized(self, peer, datagram: bytes) -> None:
         """Refuse a datagram over the limit, in sequence if it was numbered."""
@@ -211,11 +212,16 @@ class DatagramChat(DatagramProtocol):
         else:
             self.send(f"! datagram too long (max {MAX_DATAGRAM} bytes)".encode(), peer.address)
 
-    def _stranger(self, frame: ControlFrame, datagram: bytes, address) -> None:
-        """An address that has not joined: HELLO and JOIN only."""
+    def _stranger(self, frame: ControlFrame, received: int, address) -> None:
+        """
+        An address that has not joined: HELLO and JOIN only.
+
+        The token reply is sent only if it is at most three times the size of
+        the request, so a spoofed HELLO cannot be amplified.
+        """
         if frame.verb == "HELLO":
             reply = b"TOKEN " + self.token_for(address)
-            if len(reply) + 1 <= 3 * len(datagram):
+            if len(reply) + 1 <= 3 * received:
                 self.send(reply, address)
         elif frame.verb == "JOIN" and len(frame.args) >= 2:
             if self._token_ok(address, frame.args[0]):
@@ -240,6 +246,8 @@ class DatagramChat(DatagramProtocol):
         if self._peers.get(peer.address) is peer:
             del self._peers[peer.address]
             self.admission.release(peer.address[0])
+        if not self._peers:
+            self._stop_sweeper()
 
     # -- expiry ---------------------------------------------------------------
 
@@ -260,10 +268,13 @@ class DatagramChat(DatagramProtocol):
         if self._peers:
             self._arm_sweeper()
 
-    def stopProtocol(self) -> None:
-        """The port is closing: stop every timer; the room already said goodbye."""
+    def _stop_sweeper(self) -> None:
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
+
+    def stopProtocol(self) -> None:
+        """The port is closing: stop every timer; the room already said goodbye."""
+        self._stop_sweeper()
         for peer in self.peers():
             peer.expire_now("server shutting down")
