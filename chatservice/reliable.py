@@ -23,6 +23,7 @@ Only data and ACK frames belong to the channel; control frames are for the trans
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -430,7 +431,7 @@ class ReliableChannel:
             self._next_expected += 1
             self._assemble(ready)
         if not self._closed:
-            self._send_ack()
+            self._send_ack(seq)
 
     def _assemble(self, frame: DataFrame) -> None:
         """Join continued pieces and deliver each whole line, dropping lines over max_line."""
@@ -453,10 +454,18 @@ class ReliableChannel:
             self.delivered += 1
             self._deliver(line)
 
-    def _send_ack(self) -> None:
-        """Acknowledge everything in order so far and the lowest buffered seqs beyond it."""
+    def _send_ack(self, latest: int) -> None:
+        """
+        Acknowledge everything in order so far, the lowest buffered seqs beyond it, and always
+        the frame that just arrived: with many frames buffered behind a gap, naming only the
+        lowest would leave the rest unacknowledged and sent again for nothing.
+        """
         self.acks_sent += 1
-        self._send(encode_ack(self._next_expected - 1, self._reorder))
+        cumulative = self._next_expected - 1
+        selective = heapq.nsmallest(MAX_SELECTIVE - 1, self._reorder)
+        if latest > cumulative and latest in self._reorder and latest not in selective:
+            selective.append(latest)
+        self._send(encode_ack(cumulative, selective))
 
     # Waiting and closing
 
