@@ -360,6 +360,8 @@ def run(reactor, argv):
     StandardIO(client.console, reactor=reactor)
     code = yield finished
     if options["udp"]:
+        if code == EXIT_REFUSED:
+            link.send_line("/quit")  # once, unacknowledged: frees our place at once
         if code == EXIT_UNREACHABLE:
             sys.stderr.write(f"chatroom-client: no answer from {host}:{port} (UDP)\n")
         link.stop()

@@ -74,7 +74,7 @@ class FloodGuard:
             if abusive and elapsed < 2.0:
                 self._abusive_seconds += 1
             else:
-                self._abusive_seconds = 1 if abusive else 0
+                self._abusive_seconds = 0  # a gap breaks the run
             self._window_start = now
             self._window_lines = 0
         self._window_lines += 1

@@ -8,6 +8,8 @@ and only the few users whose view differs (senders, new arrivals, recipients
 of a private line or a notice) get a tuple of their own.
 """
 
+from itertools import islice
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -43,7 +45,8 @@ class Room:
     def __init__(self, clock, sinks=()) -> None:
         self._clock = clock
         self._sinks = list(sinks)
-        self._members: dict[str, object] = {}
+        self._members: dict[object, None] = {}  # in joining order
+        self._by_nick: dict[str, object] = {}  # folded nick -> member
         self._present: dict[object, None] = {}
         self._pending: list[_Entry] = []
         self._joined_at: dict[object, int] = {}
@@ -57,15 +60,15 @@ class Room:
 
     def __contains__(self, participant) -> bool:
         nick = getattr(participant, "nick", None)
-        return nick is not None and self._members.get(casefold(nick)) is participant
+        return nick is not None and self._by_nick.get(casefold(nick)) is participant
 
     def members(self) -> list:
         """Everyone in the room, in the order they joined."""
-        return list(self._members.values())
+        return list(self._members)
 
     def find(self, nick: str):
         """The member called C{nick} (any case), or None."""
-        return self._members.get(casefold(nick))
+        return self._by_nick.get(casefold(nick))
 
     def enter(self, participant) -> None:
         """Note a connected user, joined or not, so shutdown can say goodbye to it."""
@@ -83,7 +86,8 @@ class Room:
 
     def join(self, participant) -> None:
         """Add C{participant} (its nick already reserved) and tell the others."""
-        self._members[casefold(participant.nick)] = participant
+        self._members[participant] = None
+        self._by_nick[casefold(participant.nick)] = participant
         self._joined_at[participant] = len(self._pending)
         self._schedule()
         self.log.info("{nick} joined via {via}", nick=participant.nick, via=participant.via)
@@ -91,16 +95,17 @@ class Room:
 
     def welcome_text(self, participant) -> str:
         """The welcome notice: who you are and who is online."""
-        names = [member.nick for member in self._members.values()]
-        shown = ", ".join(names[:WELCOME_NAMES])
-        if len(names) > WELCOME_NAMES:
-            shown += f" and {len(names) - WELCOME_NAMES} more (/who lists all)"
-        return f"you are {participant.nick}; {len(names)} online: {shown}"
+        online = len(self._members)
+        names = islice(self._members, WELCOME_NAMES)
+        shown = ", ".join(member.nick for member in names)
+        if online > WELCOME_NAMES:
+            shown += f" and {online - WELCOME_NAMES} more (/who lists all)"
+        return f"you are {participant.nick}; {online} online: {shown}"
 
     def rename(self, participant, old: str, new: str) -> None:
         """Re-key C{participant} from C{old} to C{new} and tell everyone."""
-        del self._members[casefold(old)]
-        self._members[casefold(new)] = participant
+        del self._by_nick[casefold(old)]
+        self._by_nick[casefold(new)] = participant
         self.log.info("{old} is now known as {new}", old=old, new=new)
         self.publish(Renamed(old, new))
 
@@ -115,7 +120,8 @@ class Room:
             self.flush_to(participant)
             return
         self.flush_to(participant)
-        del self._members[casefold(participant.nick)]
+        del self._by_nick[casefold(participant.nick)]
+        del self._members[participant]
         self._joined_at.pop(participant, None)
         self.log.info("{nick} left ({reason})", nick=participant.nick, reason=reason)
         self.publish(Left(participant.nick, reason))
@@ -148,7 +154,7 @@ class Room:
 
     def who(self) -> list[tuple[str, str]]:
         """(nick, via) for everyone online, in joining order."""
-        return [(member.nick, member.via) for member in self._members.values()]
+        return [(member.nick, member.via) for member in self._members]
 
     def _record(self, sink, event) -> None:
         try:
@@ -173,9 +179,14 @@ class Room:
         is_member = participant in self
         return tuple(
             entry.event
-            for entry in entries[start:]
+            for index, entry in enumerate(entries)
             if entry.only is participant
-            or (entry.only is None and is_member and entry.exclude is not participant)
+            or (
+                index >= start
+                and entry.only is None
+                and is_member
+                and entry.exclude is not participant
+            )
         )
 
     def flush_to(self, participant) -> None:
@@ -213,7 +224,7 @@ class Room:
             special[participant] = None
         shared = tuple(shared)
         failed = []
-        for member in list(self._members.values()):
+        for member in list(self._members):
             if member in special:
                 continue
             if shared and not self._deliver(member, shared):

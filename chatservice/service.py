@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_service -*-
 """The service that owns the room and registry and stops in the right order."""
 
+import signal
+
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
@@ -18,8 +20,15 @@ class ChatService(MultiService):
 
     log = Logger()
 
-    def __init__(self, room, registry, admission, clock, grace: float = 2.0) -> None:
+    def __init__(self, room, registry, admission, clock, grace: float = 2.0,
+                 handle_signals: bool = False) -> None:
+        """
+        @param handle_signals: take over SIGTERM and SIGINT so that a requested
+            stop exits with status 0 (twistd would otherwise re-raise the
+            signal at exit); only for the real reactor in the main thread.
+        """
         super().__init__()
+        self._handle_signals = handle_signals
         self.room = room
         self.registry = registry
         self.admission = admission
@@ -29,6 +38,19 @@ class ChatService(MultiService):
     def startService(self) -> None:
         self.log.info("chatroom starting")
         super().startService()
+        if self._handle_signals:
+            # twistd starts services before the reactor runs and installs its
+            # own handlers; ours must come after those.
+            self._clock.callWhenRunning(self._install_signal_handlers)
+
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop_requested)
+
+    def _stop_requested(self, signum, frame) -> None:
+        """SIGTERM or SIGINT: stop the reactor (which stops us) and exit 0."""
+        self.log.info("Received {signal}, shutting down", signal=signal.Signals(signum).name)
+        self._clock.callFromThread(self._clock.stop)
 
     def stopService(self):
         """Say goodbye on every transport, wait a bounded grace, then stop listening."""

@@ -150,8 +150,13 @@ class Session:
         self._busy = True
         d = defer.maybeDeferred(call, *args)
         d.addCallbacks(on_answer, self._registry_refused)
-        d.addErrback(lambda f: self.log.failure("Registry call failed", f))
+        d.addErrback(self._internal_error)
         d.addBoth(self._registry_answered)
+
+    def _internal_error(self, failure) -> None:
+        """A bug showed up while asking the registry: log it, end this session only."""
+        self.log.failure("Registry call for {nick} failed", failure, nick=self._participant.nick)
+        self.end("internal error", goodbye="internal error, disconnecting")
 
     def _registry_refused(self, failure):
         failure.trap(ChatError)

@@ -72,6 +72,13 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        # usage.Options does not pass defaults through their coerce function.
+        for name, parse in (("tcp", stream_description), ("udp", datagram_address)):
+            if isinstance(self[name], str):
+                try:
+                    self[name] = parse(self[name])
+                except ValueError as e:
+                    raise usage.UsageError(str(e))
         if self["tcp"] is None and self["udp"] is None:
             raise usage.UsageError("--tcp and --udp are both off: nobody could connect")
         if self["udp-timeout"] <= 0:
@@ -97,13 +104,17 @@ def makeService(options, reactor=None) -> ChatService:
     @param reactor: the reactor to listen and keep time with; the global one
         if None (the only place besides the client that falls back to it).
     """
+    handle_signals = reactor is None
     if reactor is None:
         from twisted.internet import reactor
     limits: Limits = options["limits"]
     registry = NickRegistry()
     room = Room(clock=reactor)
     admission = Admission(limits.max_clients, limits.max_per_ip)
-    service = ChatService(room, registry, admission, reactor, grace=limits.shutdown_grace)
+    service = ChatService(
+        room, registry, admission, reactor, grace=limits.shutdown_grace,
+        handle_signals=handle_signals,
+    )
     if options["tcp"] is not None:
         factory = LineChatFactory(room, registry, reactor, admission, limits)
         strports.service(options["tcp"], factory, reactor=reactor).setServiceParent(service)

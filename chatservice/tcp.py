@@ -153,7 +153,7 @@ class LineChatProtocol(LineReceiver):
             self._queue.write(self.factory.encode(events))
 
     def _refuse(self, text: str) -> None:
-        self._queue.write(as_bytes(Refusal(text)))
+        self.factory.room.tell(self, Refusal(text))
 
     def close(self, reason: str) -> defer.Deferred:
         """Say C{reason}, flush, hang up; fires once the connection is gone."""
