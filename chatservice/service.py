@@ -29,6 +29,7 @@ class ChatService(MultiService):
         """
         super().__init__()
         self._handle_signals = handle_signals
+        self._stop_signalled = False
         self.room = room
         self.registry = registry
         self.admission = admission
@@ -49,6 +50,9 @@ class ChatService(MultiService):
 
     def _stop_requested(self, signum, frame) -> None:
         """SIGTERM or SIGINT: stop the reactor (which stops us) and exit 0."""
+        if self._stop_signalled:
+            return  # already stopping; the grace bounds how long that takes
+        self._stop_signalled = True
         self.log.info("Received {signal}, shutting down", signal=signal.Signals(signum).name)
         self._clock.callFromThread(self._clock.stop)
 

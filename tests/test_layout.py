@@ -7,6 +7,7 @@ this test adds what it cannot express: which Twisted modules the core may use
 
 import ast
 import pathlib
+import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -43,6 +44,7 @@ class CoreImportsTests(SynchronousTestCase):
 
     def test_the_detector_sees_a_violation(self):
         """The check itself works: a reactor import is reported."""
-        sample = pathlib.Path(self.mktemp())
-        sample.write_text("from twisted.internet import reactor\n")
-        self.assertIn("twisted.internet.reactor", list(imported_modules(sample)))
+        with tempfile.TemporaryDirectory() as folder:
+            sample = pathlib.Path(folder) / "sample.py"
+            sample.write_text("from twisted.internet import reactor\n")
+            self.assertIn("twisted.internet.reactor", list(imported_modules(sample)))

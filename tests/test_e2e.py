@@ -1,0 +1,139 @@
+"""
+End to end: C{twistd -n chatroom} from the venv as a real process on free
+ports, raw TCP users, and a clean stop on SIGTERM.
+
+This runs the installed project (the dropin in site-packages), as a user's
+C{twistd chatroom} would.  The server's log line says when it listens; every
+wait is bounded, and the process is killed in cleanup whatever happens.
+"""
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from tests import support
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+GREETING = "* welcome to chatroom, what is your nickname?"
+#: Starting Python, Twisted and the plugin scan can be slow on a busy machine.
+START_WAIT = 30.0
+#: How long the server may take to exit after SIGTERM (its grace is 2 s).
+EXIT_WAIT = 5.0
+
+
+class TwistdTests(TestCase):
+    timeout = 120
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+
+    def spawn_twistd(self, tcp_port, udp_port):
+        # Outside the project: twistd may leave files in its working directory.
+        workdir = tempfile.mkdtemp(prefix="chatroom-e2e-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        argv = [
+            TWISTD, "-n", "--pidfile=", "chatroom",
+            "--tcp", f"tcp:{tcp_port}:interface=127.0.0.1",
+            "--udp", f"udp:{udp_port}:interface=127.0.0.1",
+        ]
+        # The installed project, not this tree: no PYTHONPATH of ours.
+        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        environment["PYTHONUNBUFFERED"] = "1"
+        watcher = support.ProcessWatcher(self.reactor)
+        self.reactor.spawnProcess(watcher, TWISTD, argv, env=environment, path=workdir)
+        self.addCleanup(watcher.kill)
+        return watcher
+
+    @defer.inlineCallbacks
+    def start_server(self):
+        """Start twistd on free ports (a second try if one was taken meanwhile)."""
+        for attempt in (1, 2):
+            tcp_port = support.free_port(socket.SOCK_STREAM)
+            udp_port = support.free_port(socket.SOCK_DGRAM)
+            server = self.spawn_twistd(tcp_port, udp_port)
+            try:
+                yield server.wait_for_output(
+                    rb"LineChatFactory starting on %d\b" % tcp_port, START_WAIT
+                )
+                yield server.wait_for_output(
+                    rb"DatagramChat starting on %d\b" % udp_port, START_WAIT
+                )
+            except support.ClosedWhileWaiting:
+                taken = b"already in use" in server.output
+                if attempt == 2 or not taken:
+                    raise
+                continue
+            return server, tcp_port
+
+    def assert_exited_0(self, server):
+        """The process ended by exiting 0 (not by a signal, not with an error)."""
+        self.assertEqual(
+            (server.exit_code, server.signal),
+            (0, None),
+            "twistd should exit 0 after a clean shutdown on SIGTERM "
+            f"(exit code {server.exit_code}, signal {server.signal})",
+        )
+
+    @defer.inlineCallbacks
+    def join(self, port, nick, line_end):
+        user = yield support.connect(self.reactor, port)
+        self.addCleanup(user.close)
+        self.assertEqual((yield user.next_line()), GREETING)
+        user.send(nick.encode() + line_end)
+        yield user.read_until("* type /help for commands")
+        return user
+
+    @defer.inlineCallbacks
+    def test_chat_then_sigterm_says_goodbye_and_exits_0(self):
+        server, port = yield self.start_server()
+
+        alice = yield self.join(port, "alice", b"\n")
+        bob = yield self.join(port, "bob", b"\r\n")
+        self.assertEqual((yield alice.next_line()), "* bob joined")
+        alice.send("hi bob ☺\n".encode())
+        self.assertEqual((yield bob.next_line()), "alice: hi bob ☺")
+        bob.send(b"/msg alice psst\r\n")
+        self.assertEqual((yield alice.next_line()), "[private] bob: psst")
+        bob.send(b"/me waves\r\n")
+        self.assertEqual((yield alice.next_line()), "* bob waves")
+        # Someone still choosing a nick hears the goodbye too.
+        newcomer = yield support.connect(self.reactor, port)
+        self.addCleanup(newcomer.close)
+        self.assertEqual((yield newcomer.next_line()), GREETING)
+
+        server.transport.signalProcess("TERM")
+
+        for user in (alice, bob, newcomer):
+            self.assertEqual((yield user.next_line()), "* server shutting down")
+        for user in (alice, bob, newcomer):
+            yield user.wait_closed()
+            self.assertEqual(user.unread(), [])
+        yield server.wait_for_exit(EXIT_WAIT)
+        self.assertIn(b"saying goodbye to 3 users", server.output)
+        self.assertIn(b"Server Shut Down.", server.output)
+        self.assertNotIn(b"Traceback", server.output)
+        self.assertNotIn(b"grace of", server.output)  # nobody needed the grace
+        self.assert_exited_0(server)
+
+    @defer.inlineCallbacks
+    def test_sigterm_with_nobody_connected_exits_0(self):
+        server, port = yield self.start_server()
+        # twistd logs "starting on" before its reactor runs and takes over
+        # SIGTERM; a greeting (sent from the running reactor) proves it has.
+        visitor = yield support.connect(self.reactor, port)
+        self.addCleanup(visitor.close)
+        self.assertEqual((yield visitor.next_line()), GREETING)
+        yield visitor.close()
+        server.transport.signalProcess("TERM")
+        yield server.wait_for_exit(EXIT_WAIT)
+        self.assertIn(b"Shutting down; saying goodbye to", server.output)
+        self.assertIn(b"Server Shut Down.", server.output)
+        self.assertNotIn(b"Traceback", server.output)
+        self.assert_exited_0(server)

@@ -1,0 +1,318 @@
+"""
+Tests for L{chatservice.tap} and the twistd dropin: option parsing, the
+service C{makeService} wires (on a fake reactor), and plugin discovery.
+"""
+
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+
+from twisted.application.service import IServiceMaker
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatservice import tap
+from chatservice.flood import FloodPolicy
+from chatservice.limits import Limits
+from chatservice.listen import DatagramAddress
+from chatservice.service import ChatService
+from chatservice.tcp import LineChatFactory
+from chatservice.udp import DatagramChat
+from tests.support import PROJECT_ROOT
+
+
+class _FakeUDPPort:
+    """What L{UDPMemoryReactor.listenUDP} returns."""
+
+    def __init__(self, port, interface):
+        self._address = IPv4Address("UDP", interface or "0.0.0.0", port)
+        self.stopped = False
+
+    def getHost(self):
+        return self._address
+
+    def stopListening(self):
+        self.stopped = True
+        return defer.succeed(None)
+
+
+class UDPMemoryReactor(MemoryReactorClock):
+    """
+    A MemoryReactorClock that also records C{listenUDP} calls (MemoryReactor
+    has none), as Synapse's C{tests/server.py} adds one.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.udpServers = []
+        self.udpPorts = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpServers.append((port, protocol, interface, maxPacketSize))
+        listening = _FakeUDPPort(port, interface)
+        self.udpPorts.append(listening)
+        return listening
+
+
+def parse(*argv):
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """Every option of C{twistd chatroom}, its default, and bad values."""
+
+    def test_defaults(self):
+        options = parse()
+        self.assertEqual(options["tcp"], "tcp:12345")
+        self.assertEqual(options["udp"], DatagramAddress(12346, ""))
+        self.assertEqual(options["max-line"], 4096)
+        self.assertEqual(options["max-backlog"], 1048576)
+        self.assertEqual(options["flood-rate"], 10)
+        self.assertEqual(options["flood-burst"], 20)
+        self.assertEqual(options["max-clients"], 10000)
+        self.assertEqual(options["max-per-ip"], 100)
+        self.assertEqual(options["login-timeout"], 60)
+        self.assertEqual(options["udp-timeout"], 60)
+        self.assertEqual(options["shutdown-grace"], 2)
+
+    def test_default_limits(self):
+        self.assertEqual(
+            parse()["limits"],
+            Limits(
+                max_line=4096,
+                max_backlog=1048576,
+                flood=FloodPolicy(rate=10.0, burst=20),
+                max_clients=10000,
+                max_per_ip=100,
+                login_timeout=60.0,
+                udp_timeout=60.0,
+                shutdown_grace=2.0,
+            ),
+        )
+
+    def test_tcp_port(self):
+        self.assertEqual(parse("--tcp", "5555")["tcp"], "tcp:5555")
+
+    def test_tcp_endpoint(self):
+        self.assertEqual(
+            parse("--tcp", "tcp:5555:interface=127.0.0.1")["tcp"],
+            "tcp:5555:interface=127.0.0.1",
+        )
+
+    def test_tcp_off(self):
+        self.assertIsNone(parse("--tcp", "off")["tcp"])
+
+    def test_udp_port(self):
+        self.assertEqual(parse("--udp", "5556")["udp"], DatagramAddress(5556, ""))
+
+    def test_udp_interface(self):
+        self.assertEqual(
+            parse("--udp", "udp:port=5556:interface=::1")["udp"], DatagramAddress(5556, "::1")
+        )
+
+    def test_udp_off(self):
+        self.assertIsNone(parse("--udp", "off")["udp"])
+
+    def test_both_off(self):
+        with self.assertRaises(usage.UsageError):
+            parse("--tcp", "off", "--udp", "off")
+
+    def test_each_limit(self):
+        cases = [
+            ("--max-line", "100", "max_line", 100),
+            ("--max-backlog", "5000", "max_backlog", 5000),
+            ("--flood-rate", "2.5", "flood", FloodPolicy(rate=2.5, burst=20)),
+            ("--flood-burst", "3", "flood", FloodPolicy(rate=10.0, burst=3)),
+            ("--max-clients", "7", "max_clients", 7),
+            ("--max-per-ip", "4", "max_per_ip", 4),
+            ("--login-timeout", "1.5", "login_timeout", 1.5),
+            ("--udp-timeout", "9", "udp_timeout", 9.0),
+            ("--shutdown-grace", "0.25", "shutdown_grace", 0.25),
+        ]
+        for option, value, field, expected in cases:
+            limits = parse(option, value)["limits"]
+            self.assertEqual(limits, replace(Limits(), **{field: expected}), option)
+
+    def test_equals_form(self):
+        self.assertEqual(parse("--max-line=123")["limits"].max_line, 123)
+
+    def test_zero_turns_limits_off(self):
+        limits = parse(
+            "--flood-rate", "0", "--flood-burst", "0", "--max-clients", "0",
+            "--max-per-ip", "0", "--login-timeout", "0", "--max-backlog", "0",
+            "--shutdown-grace", "0",
+        )["limits"]
+        self.assertFalse(limits.flood.enabled)
+        self.assertEqual(limits.max_clients, 0)
+        self.assertEqual(limits.max_per_ip, 0)
+        self.assertEqual(limits.login_timeout, 0)
+        self.assertEqual(limits.shutdown_grace, 0)
+
+    def test_bad_values(self):
+        bad = [
+            ("--tcp", "99999"),
+            ("--tcp", "abc"),
+            ("--udp", "tcp:1"),
+            ("--udp", "udp:1:bogus=2"),
+            ("--udp", "70000"),
+            ("--max-line", "-1"),
+            ("--max-line", "many"),
+            ("--max-line", "1.5"),
+            ("--max-backlog", "-5"),
+            ("--flood-rate", "-1"),
+            ("--flood-rate", "nan"),
+            ("--flood-rate", "inf"),
+            ("--flood-rate", "fast"),
+            ("--flood-burst", "-1"),
+            ("--flood-burst", "0"),  # with flood control on
+            ("--max-clients", "-1"),
+            ("--max-per-ip", "x"),
+            ("--login-timeout", "-1"),
+            ("--udp-timeout", "0"),
+            ("--udp-timeout", "-3"),
+            ("--shutdown-grace", "-1"),
+            ("--shutdown-grace", "inf"),
+        ]
+        for argv in bad:
+            self.assertRaises(usage.UsageError, parse, *argv)
+
+    def test_unknown_option(self):
+        self.assertRaises(usage.UsageError, parse, "--no-such-option")
+
+    def test_every_option_has_help(self):
+        for name, _, _, help_text, *_ in tap.Options.optParameters:
+            self.assertTrue(help_text.strip(), name)
+        text = str(tap.Options())
+        for name in (
+            "tcp", "udp", "max-line", "max-backlog", "flood-rate", "flood-burst",
+            "max-clients", "max-per-ip", "login-timeout", "udp-timeout", "shutdown-grace",
+        ):
+            self.assertIn(f"--{name}", text)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """makeService wires listeners onto the reactor it is given."""
+
+    def make(self, *argv):
+        reactor = UDPMemoryReactor()
+        service = tap.makeService(parse(*argv), reactor=reactor)
+        return reactor, service
+
+    def test_tcp_and_udp_listen(self):
+        reactor, service = self.make(
+            "--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "udp:4568:interface=127.0.0.1"
+        )
+        self.assertIsInstance(service, ChatService)
+        self.assertEqual(reactor.tcpServers, [])
+        self.assertEqual(reactor.udpServers, [])
+        service.startService()
+        [(port, factory, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (4567, "127.0.0.1"))
+        self.assertIsInstance(factory, LineChatFactory)
+        [(udp_port, protocol, udp_interface, max_packet)] = reactor.udpServers
+        self.assertEqual((udp_port, udp_interface), (4568, "127.0.0.1"))
+        self.assertIsInstance(protocol, DatagramChat)
+        self.assertEqual(max_packet, protocol.max_datagram_read)
+
+    def test_defaults_listen_on_12345_and_12346(self):
+        reactor, service = self.make()
+        service.startService()
+        self.assertEqual([(s[0], s[3]) for s in reactor.tcpServers], [(12345, "")])
+        self.assertEqual([(s[0], s[2]) for s in reactor.udpServers], [(12346, "")])
+
+    def test_bare_ports(self):
+        reactor, service = self.make("--tcp", "7000", "--udp", "7001")
+        service.startService()
+        self.assertEqual([s[0] for s in reactor.tcpServers], [7000])
+        self.assertEqual([s[0] for s in reactor.udpServers], [7001])
+
+    def test_ipv6_udp_interface(self):
+        reactor, service = self.make("--tcp", "7000", "--udp", "udp:port=7001:interface=::1")
+        service.startService()
+        self.assertEqual([(s[0], s[2]) for s in reactor.udpServers], [(7001, "::1")])
+
+    def test_tcp_off(self):
+        reactor, service = self.make("--tcp", "off", "--udp", "7001")
+        service.startService()
+        self.assertEqual(reactor.tcpServers, [])
+        self.assertEqual(len(reactor.udpServers), 1)
+
+    def test_udp_off(self):
+        reactor, service = self.make("--tcp", "7000", "--udp", "off")
+        service.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+        self.assertEqual(reactor.udpServers, [])
+
+    def test_one_room_registry_and_limits_for_all(self):
+        reactor, service = self.make(
+            "--tcp", "7000", "--udp", "7001", "--max-line", "99", "--max-clients", "5"
+        )
+        service.startService()
+        factory = reactor.tcpServers[0][1]
+        protocol = reactor.udpServers[0][1]
+        self.assertIs(factory.room, service.room)
+        self.assertIs(factory.registry, service.registry)
+        self.assertIs(factory.admission, service.admission)
+        self.assertIs(protocol.room, service.room)
+        self.assertIs(protocol.registry, service.registry)
+        self.assertEqual(factory.limits.max_line, 99)
+        self.assertEqual(factory.limits.max_clients, 5)
+        self.assertIs(factory.clock, reactor)
+
+    def test_given_reactor_leaves_signals_alone(self):
+        """Only twistd's global reactor has its SIGTERM taken over."""
+        before = signal.getsignal(signal.SIGTERM)
+        reactor, service = self.make("--tcp", "7000", "--udp", "7001")
+        service.startService()
+        self.assertEqual(reactor.whenRunningHooks, [])
+        self.assertEqual(signal.getsignal(signal.SIGTERM), before)
+
+    def test_stop_stops_listening(self):
+        reactor, service = self.make("--tcp", "7000", "--udp", "7001")
+        service.startService()
+        d = service.stopService()
+        self.successResultOf(d)
+        self.assertFalse(service.running)
+        self.assertTrue(reactor.udpPorts[0].stopped)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+
+class PluginTests(SynchronousTestCase):
+    """The dropin is found by twistd and costs nothing to import."""
+
+    def chatroom_makers(self):
+        return [p for p in getPlugins(IServiceMaker) if p.tapname == "chatroom"]
+
+    def test_discoverable(self):
+        makers = self.chatroom_makers()
+        self.assertTrue(makers)
+        maker = makers[0]
+        self.assertIs(maker.options, tap.Options)
+        self.assertIs(maker.makeService, tap.makeService)
+        self.assertTrue(maker.description)
+
+    def test_import_starts_nothing(self):
+        """Importing the dropin loads no chatservice module and no reactor."""
+        script = (
+            "import sys, threading\n"
+            "import twisted.plugins.chatroom as dropin\n"
+            "print(dropin.chatroom.tapname)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('chatservice')))\n"
+            "print('twisted.internet.reactor' in sys.modules)\n"
+            "print(threading.active_count())\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.decode().splitlines(), ["chatroom", "[]", "False", "1"])
