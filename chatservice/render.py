@@ -1,14 +1,12 @@
 # -*- test-case-name: tests.test_render -*-
 """Events to the text lines TCP and UDP users see, and text hygiene.
 
-Rendering is pure and cached: a line said to a hundred people is formatted
-and encoded once.  L{scrub} keeps one user's bytes from ever reaching another
+Rendering is pure, and L{RenderCache} makes sure a line said to a hundred
+people is formatted and encoded once.  L{scrub} keeps one user's bytes from ever reaching another
 user's terminal as a control sequence.
 """
 
 import re
-from functools import lru_cache
-
 from chatservice.events import (
     Emote,
     Joined,
@@ -69,7 +67,32 @@ def as_line(event) -> str:
     raise TypeError(f"no rendering for {event!r}")
 
 
-@lru_cache(maxsize=4096)
-def as_bytes(event) -> bytes:
-    """C{as_line(event)} encoded as UTF-8, ending in CRLF; cached per event."""
-    return as_line(event).encode("utf-8", errors="replace") + LINE_END
+def as_bytes(event, line_end: bytes = LINE_END) -> bytes:
+    """C{as_line(event)} encoded as UTF-8, ending in C{line_end} (CRLF by default)."""
+    return as_line(event).encode("utf-8", errors="replace") + line_end
+
+
+class RenderCache:
+    """
+    Renders each event once, however many recipients and views it appears in.
+
+    Keyed by the event's identity (hashing a dataclass field by field on every
+    lookup costs more than it saves), holding the event so its id stays its
+    own; cleared when it reaches C{size} entries, so memory stays bounded.
+    """
+
+    def __init__(self, line_end: bytes = LINE_END, size: int = 8192) -> None:
+        self._line_end = line_end
+        self._size = size
+        self._cache: dict[int, tuple[object, bytes]] = {}
+
+    def __call__(self, event) -> bytes:
+        """The encoded line for C{event}."""
+        hit = self._cache.get(id(event))
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        data = as_bytes(event, self._line_end)
+        if len(self._cache) >= self._size:
+            self._cache.clear()
+        self._cache[id(event)] = (event, data)
+        return data

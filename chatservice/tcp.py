@@ -18,7 +18,7 @@ from chatservice.errors import ChatError
 from chatservice.events import Notice, Refusal
 from chatservice.interfaces import IParticipant
 from chatservice.limits import Limits
-from chatservice.render import as_bytes
+from chatservice.render import RenderCache, as_bytes
 from chatservice.session import Session
 
 # IAC IAC (a literal 0xFF), IAC SB ... IAC SE, IAC WILL/WONT/DO/DONT opt, IAC cmd.
@@ -204,6 +204,7 @@ class LineChatFactory(Factory):
         self.clock = clock
         self.admission = admission
         self.limits = limits
+        self._render = RenderCache()
         self._encoded_for = None
         self._encoded = b""
 
@@ -219,6 +220,7 @@ class LineChatFactory(Factory):
     def encode(self, events) -> bytes:
         """Encode a batch of events; the room hands many users the same batch."""
         if events is not self._encoded_for:
-            self._encoded = b"".join([as_bytes(event) for event in events])
+            render = self._render
+            self._encoded = b"".join([render(event) for event in events])
             self._encoded_for = events
         return self._encoded

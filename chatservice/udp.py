@@ -30,7 +30,7 @@ from chatservice.reliable import (
     ReliableChannel,
     parse_frame,
 )
-from chatservice.render import as_line
+from chatservice.render import RenderCache
 from chatservice.session import Session
 
 #: The largest datagram a client may send, and the largest the server sends.
@@ -40,10 +40,6 @@ TOKEN_EPOCH = 60.0
 _TOKEN_HEX = 10  # 40 bits; with the newline the reply is 17 bytes
 #: Stands in for a numbered line that was too long, so its refusal keeps its place.
 _TOO_LONG = b"\x00too long"
-
-
-def _payload(event) -> bytes:
-    return as_line(event).encode("utf-8", errors="replace")
 
 
 @implementer(IParticipant)
@@ -96,7 +92,7 @@ class UdpPeer:
         if self._closing:
             return  # the goodbye is the last line
         for event in events:
-            self.channel.send_line(_payload(event))
+            self.channel.send_line(self._chat.render(event))
 
     def close(self, reason: str) -> defer.Deferred:
         """Send C{reason} reliably, wait for its ACK (bounded by the channel), say BYE."""
@@ -106,7 +102,7 @@ class UdpPeer:
         self._close_waiters.append(d)
         if not self._closing:
             self._closing = True
-            self.channel.send_line(_payload(Notice(reason)))
+            self.channel.send_line(self._chat.render(Notice(reason)))
             self.channel.drained().addCallback(self._said_goodbye, reason)
         return d
 
@@ -150,6 +146,8 @@ class DatagramChat(DatagramProtocol):
         self.limits = limits
         self._secret = secret if secret is not None else os.urandom(32)
         self._peers: dict[tuple, UdpPeer] = {}
+        #: Shared by every peer: an event is encoded once for all of them.
+        self.render = RenderCache(line_end=b"")
         self._sweeper = None
 
     def peers(self) -> list[UdpPeer]:
