@@ -181,6 +181,7 @@ class _Outgoing:
 
     datagram: bytes
     first_sent: float = 0.0
+    last_sent: float = 0.0
     due: float = 0.0
     tries: int = 0
 
@@ -322,7 +323,8 @@ class ReliableChannel:
             self._next_unsent += 1
             if entry is None:  # acknowledged before we sent it: a confused peer
                 continue
-            entry.first_sent, entry.due, entry.tries = now, due, 1
+            entry.first_sent = entry.last_sent = now
+            entry.due, entry.tries = due, 1
             self.sent += 1
             self._arm(due)
             self._send(entry.datagram)
@@ -351,11 +353,7 @@ class ReliableChannel:
                 if entry.tries >= self._max_tries:
                     self._give_up("timed out")
                     return
-                entry.tries += 1
-                entry.due = now + self._backoff(entry.tries)
-                self.retransmitted += 1
-                self.log.debug("Retransmitting {seq} (try {tries})", seq=seq, tries=entry.tries)
-                self._send(entry.datagram)
+                self._retransmit(seq, entry, now)
                 if self._closed:
                     return
             if next_due is None or entry.due < next_due:
@@ -363,25 +361,65 @@ class ReliableChannel:
         if next_due is not None:
             self._arm(next_due)
 
+    def _retransmit(self, seq: int, entry: _Outgoing, now: float) -> None:
+        entry.tries += 1
+        entry.due = now + self._backoff(entry.tries)
+        entry.last_sent = now
+        self.retransmitted += 1
+        self.log.debug("Retransmitting {seq} (try {tries})", seq=seq, tries=entry.tries)
+        self._send(entry.datagram)
+
     def _ack_received(self, frame: AckFrame) -> None:
-        """Forget acknowledged frames; measure RTT from the newest never-retransmitted one."""
+        """
+        Forget acknowledged frames; measure RTT from the newest never-retransmitted one; resend
+        at once what the ACK shows as lost.
+        """
         unacked = self._unacked
         sample: Optional[Tuple[int, _Outgoing]] = None
+        newest_acked = 0.0  # when the most recently sent of the frames acked here went out
         while unacked and next(iter(unacked)) <= frame.cumulative:
             seq, entry = unacked.popitem(last=False)
+            newest_acked = max(newest_acked, entry.last_sent)
             if entry.tries == 1:
                 sample = (seq, entry)
+        highest = frame.cumulative
         for seq in frame.selective:
             entry = unacked.pop(seq, None)
-            if entry is not None and entry.tries == 1 and (sample is None or seq > sample[0]):
+            if entry is None:
+                continue
+            newest_acked = max(newest_acked, entry.last_sent)
+            highest = max(highest, seq)
+            if entry.tries == 1 and (sample is None or seq > sample[0]):
                 sample = (seq, entry)
         if sample is not None:  # Karn's rule: retransmitted frames give no sample
             self._measure(self._clock.seconds() - sample[1].first_sent)
         if not unacked:
             self._cancel_timer()
             self._fire_waiters()
-        else:
+            return
+        self._resend_overtaken(highest, newest_acked)
+        if not self._closed:
             self._send_window()
+
+    def _resend_overtaken(self, highest: int, newest_acked: float) -> None:
+        """
+        Fast retransmit (time-based, as RACK, RFC 8985): a frame still unacknowledged though a
+        frame sent after it was acknowledged is lost, so it is sent again now rather than at its
+        timeout. A frame sent no longer ago than the reordering allowance is left alone, and so
+        is one on its last try (the timer decides that one).
+        """
+        if not newest_acked:
+            return
+        now = self._clock.seconds()
+        allowance = (self._srtt or 0.0) / 4
+        for seq, entry in list(self._unacked.items()):
+            if seq >= highest or seq >= self._next_unsent:
+                break
+            if entry.last_sent < newest_acked - allowance and entry.tries < self._max_tries:
+                self._retransmit(seq, entry, now)
+                self._arm(entry.due)
+                if self._closed:
+                    return
 
     def _measure(self, rtt: float) -> None:
         """Update SRTT, RTTVAR and RTO from one round-trip sample (RFC 6298 section 2)."""
