@@ -292,6 +292,48 @@ class RetransmitTests(ChannelTestMixin, SynchronousTestCase):
         self.assertEqual(self.reasons, [])
 
 
+class FastRetransmitTests(ChannelTestMixin, SynchronousTestCase):
+    """A line overtaken by a later acknowledged line is resent at once, not at its timeout."""
+
+    def test_overtaken_line_is_resent_at_once(self):
+        channel = self.channel()
+        channel.send_line(b"first")
+        self.clock.advance(0.01)
+        channel.send_line(b"second")
+        self.sent()
+        channel.frame_received(AckFrame(0, (2,)))
+        self.assertEqual(self.sent(), [b"1 first"])
+        self.assertEqual(channel.retransmitted, 1)
+        channel.frame_received(AckFrame(1))
+        self.assertEqual(channel.outstanding, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_line_sent_together_with_the_acked_one_waits(self):
+        """Lines sent in the same instant may simply be reordered: no early resend."""
+        channel = self.channel()
+        channel.send_line(b"first")
+        channel.send_line(b"second")
+        self.sent()
+        channel.frame_received(AckFrame(0, (2,)))
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(0.25)
+        self.assertEqual(self.sent(), [b"1 first"])
+
+    def test_resent_line_is_not_resent_again_by_older_acks(self):
+        """After its early resend, only a line sent later than that resend can condemn it."""
+        channel = self.channel()
+        channel.send_line(b"first")
+        self.clock.advance(0.01)
+        channel.send_line(b"second")
+        self.clock.advance(0.01)
+        channel.send_line(b"third")
+        self.sent()
+        channel.frame_received(AckFrame(0, (2,)))
+        self.assertEqual(self.sent(), [b"1 first"])
+        channel.frame_received(AckFrame(0, (2, 3)))
+        self.assertEqual(self.sent(), [])
+
+
 class ReceiveTests(ChannelTestMixin, SynchronousTestCase):
     """Incoming data is acked, delivered once, in order, and joined into whole lines."""
 
