@@ -78,12 +78,17 @@ class RenderCache:
 
     Keyed by the event's identity (hashing a dataclass field by field on every
     lookup costs more than it saves), holding the event so its id stays its
-    own; cleared when it reaches C{size} entries, so memory stays bounded.
+    own.  Entries are only reused within one turn's fan-out, so the cache is
+    simply cleared when it reaches C{size} entries or C{max_bytes} of text:
+    memory stays bounded whatever the line lengths.
     """
 
-    def __init__(self, line_end: bytes = LINE_END, size: int = 8192) -> None:
+    def __init__(self, line_end: bytes = LINE_END, size: int = 8192,
+                 max_bytes: int = 4 * 1024 * 1024) -> None:
         self._line_end = line_end
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._cache: dict[int, tuple[object, bytes]] = {}
 
     def __call__(self, event) -> bytes:
@@ -92,7 +97,17 @@ class RenderCache:
         if hit is not None and hit[0] is event:
             return hit[1]
         data = as_bytes(event, self._line_end)
-        if len(self._cache) >= self._size:
+        if len(self._cache) >= self._size or self._bytes + len(data) > self._max_bytes:
             self._cache.clear()
+            self._bytes = 0
         self._cache[id(event)] = (event, data)
+        self._bytes += len(data)
         return data
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of encoded text held now."""
+        return self._bytes

@@ -5,7 +5,7 @@ Tests for L{chatservice.render}: the lines users read, and scrubbing of control 
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatservice.events import Emote, Joined, Left, Notice, Private, Refusal, Renamed, Said
-from chatservice.render import as_bytes, as_line, scrub
+from chatservice.render import RenderCache, as_bytes, as_line, scrub
 
 
 class AsLineTests(SynchronousTestCase):
@@ -121,3 +121,34 @@ class ScrubTests(SynchronousTestCase):
     def test_removes_two_character_escape(self):
         """A two-character escape (ESC c, full reset) goes as a whole."""
         self.assertEqual(scrub("a\x1bcb"), "ab")
+
+
+class RenderCacheTests(SynchronousTestCase):
+    """RenderCache encodes an event once and stays within its bounds."""
+
+    def test_same_event_encoded_once(self):
+        cache = RenderCache()
+        event = Said("alice", "hi")
+        self.assertIs(cache(event), cache(event))
+        self.assertEqual(cache(event), b"alice: hi\r\n")
+
+    def test_equal_but_distinct_events_each_render_right(self):
+        cache = RenderCache(line_end=b"")
+        self.assertEqual(cache(Said("a", "x")), b"a: x")
+        self.assertEqual(cache(Said("b", "x")), b"b: x")
+
+    def test_bounded_by_bytes(self):
+        """4000-byte lines never make the cache hold more than its byte bound."""
+        cache = RenderCache(max_bytes=100_000)
+        events = [Said("alice", "x" * 4000) for _ in range(1000)]
+        for event in events:
+            cache(event)
+            self.assertLessEqual(cache.size_bytes, 100_000)
+        self.assertLess(len(cache), 30)
+
+    def test_bounded_by_entries(self):
+        cache = RenderCache(size=10)
+        events = [Said("alice", str(i)) for i in range(100)]
+        for event in events:
+            cache(event)
+            self.assertLessEqual(len(cache), 10)
