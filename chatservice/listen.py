@@ -9,6 +9,10 @@ takes a bare port or C{udp:PORT[:interface=ADDR]} and yields a L{DatagramAddress
 from dataclasses import dataclass
 
 OFF = ("off", "none", "no")
+#: Pending connections the kernel may queue for a bare --tcp port (Twisted's own
+#: default, 50, overflows when hundreds of users connect at once, and the
+#: kernel then makes clients retry after 1, 3, 7 seconds).
+LISTEN_BACKLOG = 1024
 
 
 def _port(text: str, what: str) -> int:
@@ -19,7 +23,8 @@ def _port(text: str, what: str) -> int:
 
 def stream_description(spec: str) -> str | None:
     """
-    C{"12345"} -> C{"tcp:12345"}; an endpoint description is kept as it is.
+    C{"12345"} -> C{"tcp:12345:backlog=1024"}; an endpoint description is kept
+    as it is (add C{backlog=N} to it for a deeper accept queue).
 
     @return: None when C{spec} turns the listener off.
     @raise ValueError: a bare value that is not a port.
@@ -28,7 +33,7 @@ def stream_description(spec: str) -> str | None:
     if spec.lower() in OFF:
         return None
     if ":" not in spec:
-        return f"tcp:{_port(spec, '--tcp')}"
+        return f"tcp:{_port(spec, '--tcp')}:backlog={LISTEN_BACKLOG}"
     return spec
 
 

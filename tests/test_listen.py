@@ -6,17 +6,17 @@ from chatservice.listen import DatagramAddress, datagram_address, stream_descrip
 
 
 class StreamDescriptionTests(SynchronousTestCase):
-    """C{--tcp}: a bare port becomes C{tcp:PORT}; endpoint strings are kept."""
+    """C{--tcp}: a bare port becomes C{tcp:PORT:backlog=1024}; endpoint strings are kept."""
 
     def test_bare_port(self):
-        self.assertEqual(stream_description("12345"), "tcp:12345")
+        self.assertEqual(stream_description("12345"), "tcp:12345:backlog=1024")
 
     def test_bare_port_with_spaces(self):
-        self.assertEqual(stream_description(" 12345 "), "tcp:12345")
+        self.assertEqual(stream_description(" 12345 "), "tcp:12345:backlog=1024")
 
     def test_port_zero_and_highest(self):
-        self.assertEqual(stream_description("0"), "tcp:0")
-        self.assertEqual(stream_description("65535"), "tcp:65535")
+        self.assertEqual(stream_description("0"), "tcp:0:backlog=1024")
+        self.assertEqual(stream_description("65535"), "tcp:65535:backlog=1024")
 
     def test_endpoint_strings_kept(self):
         for spec in (

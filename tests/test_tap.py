@@ -70,7 +70,7 @@ class OptionsTests(SynchronousTestCase):
 
     def test_defaults(self):
         options = parse()
-        self.assertEqual(options["tcp"], "tcp:12345")
+        self.assertEqual(options["tcp"], "tcp:12345:backlog=1024")
         self.assertEqual(options["udp"], DatagramAddress(12346, ""))
         self.assertEqual(options["max-line"], 4096)
         self.assertEqual(options["max-backlog"], 1048576)
@@ -98,7 +98,7 @@ class OptionsTests(SynchronousTestCase):
         )
 
     def test_tcp_port(self):
-        self.assertEqual(parse("--tcp", "5555")["tcp"], "tcp:5555")
+        self.assertEqual(parse("--tcp", "5555")["tcp"], "tcp:5555:backlog=1024")
 
     def test_tcp_endpoint(self):
         self.assertEqual(
@@ -226,6 +226,12 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         self.assertEqual([(s[0], s[3]) for s in reactor.tcpServers], [(12345, "")])
         self.assertEqual([(s[0], s[2]) for s in reactor.udpServers], [(12346, "")])
+
+    def test_bare_port_listens_with_a_deep_backlog(self):
+        """A burst of connections must not overflow the accept queue (Twisted's default is 50)."""
+        reactor, service = self.make("--tcp", "7001")
+        service.startService()
+        self.assertEqual([(s[0], s[2]) for s in reactor.tcpServers], [(7001, 1024)])
 
     def test_bare_ports(self):
         reactor, service = self.make("--tcp", "7000", "--udp", "7001")
