@@ -58,6 +58,9 @@ def render(results: dict) -> str:
     unavailable = {n: s["why"] for n, s in results.get("servers", {}).items() if not s["available"]}
     for n, why in unavailable.items():
         lines += ["**%s was not measured**: %s" % (n, why), ""]
+    lines += ["## Targets", "",
+              "Ratios measured in this run (fan-out: max deliveries/s at the highest passing step).",
+              ""] + targets(results) + [""]
     p = results.get("params", {})
 
     if results.get("fanout"):
@@ -89,6 +92,9 @@ def render(results: dict) -> str:
                 ("first failing offer, deliveries/s", lambda r: _first_fail_text(r)),
                 ("p50 / p99 ms at half the max rate", lambda r: "%s / %s" % (
                     _fmt((r.get("half") or {}).get("p50_ms")), _fmt((r.get("half") or {}).get("p99_ms")))),
+                ("p50 / p99 ms at half ngircd's max rate", lambda r: "%s / %s" % (
+                    _fmt((r.get("at_reference") or {}).get("p50_ms")),
+                    _fmt((r.get("at_reference") or {}).get("p99_ms")))),
                 ("server CPU % at max", lambda r: _fmt((r.get("best") or {}).get("server_cpu_pct"))),
                 ("generator CPU % (max over steps)", lambda r: _fmt(r.get("max_gen_cpu_pct"))),
                 ("steps run", lambda r: str(len(r.get("steps", [])))),
@@ -214,6 +220,61 @@ def render(results: dict) -> str:
             lines.append("- **%s**: %s" % (n, note))
     lines += ["", "Full figures, every step included: `latest.json` beside this file.", ""]
     return "\n".join(lines)
+
+
+def _get(results: dict, *path):
+    node = results
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _ratio(a, b) -> str:
+    if a is None or b in (None, 0):
+        return "-"
+    return "%.2fx" % (a / b)
+
+
+def targets(results: dict) -> list[str]:
+    """The issue's targets, as ratios measured in this run."""
+    rows = []
+    for users in ("100", "500"):
+        ours = _get(results, "fanout", users, "chatroom", "best", "deliveries_per_s")
+        ngircd = _get(results, "fanout", users, "ngircd", "best", "deliveries_per_s")
+        seed = _get(results, "fanout", users, "seed", "best", "deliveries_per_s")
+        r_ng = None if ours is None or not ngircd else ours / ngircd
+        r_seed = None if ours is None or not seed else ours / seed
+        rows.append(["fan-out N=%s vs ngircd (>= 1.0x)" % users, _ratio(ours, ngircd),
+                     "-" if r_ng is None else ("met" if r_ng >= 1.0 else "NOT met")])
+        rows.append(["fan-out N=%s vs seed (>= 5x)" % users, _ratio(ours, seed),
+                     "-" if r_seed is None else ("met" if r_seed >= 5.0 else "NOT met")])
+        ours_p99 = _get(results, "fanout", users, "chatroom", "at_reference", "p99_ms")
+        ng_p99 = _get(results, "fanout", users, "ngircd", "half", "p99_ms")
+        rows.append(["p99 at half ngircd's max, N=%s (<= ngircd's)" % users,
+                     "%s vs %s ms" % (_fmt(ours_p99), _fmt(ng_p99)),
+                     "-" if ours_p99 is None or ng_p99 is None else
+                     ("met" if ours_p99 <= ng_p99 else "NOT met")])
+    mem = _get(results, "connections", "chatroom", "rss_per_conn_kb")
+    ng_mem = _get(results, "connections", "ngircd", "rss_per_conn_kb")
+    rows.append(["memory per connection vs ngircd (<= 3x)", _ratio(mem, ng_mem),
+                 "-" if mem is None or not ng_mem else ("met" if mem <= 3 * ng_mem else "NOT met")])
+    last = _get(results, "connections", "chatroom", "broadcast_last_s")
+    got = _get(results, "connections", "chatroom", "broadcast_received")
+    want = _get(results, "connections", "chatroom", "broadcast_expected")
+    users = _get(results, "connections", "chatroom", "users")
+    rows.append(["broadcast to all %s users (< 1 s)" % _fmt_int(users),
+                 "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
+                                       _fmt_int(got), _fmt_int(want)),
+                 "-" if last is None else ("met" if last < 1.0 and got == want else "NOT met")])
+    for loss in ("0.2",):
+        frac = _get(results, "udp", loss, "chatroom", "delivered_fraction")
+        dups = _get(results, "udp", loss, "chatroom", "duplicates_shown")
+        rows.append(["UDP at 20% loss: 100% delivered, 0 duplicates",
+                     "%s delivered, %s duplicates" % (_fmt(frac, digits=4), _fmt_int(dups)),
+                     "-" if frac is None else ("met" if frac == 1.0 and dups == 0 else "NOT met")])
+    return _table(["target", "measured (chatroom / reference)", "verdict"], rows)
 
 
 def _first_fail_text(r: dict) -> str:

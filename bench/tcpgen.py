@@ -581,6 +581,11 @@ class Generator:
                 if hi / lo < 1.15:
                     break
                 d = (lo * hi) ** 0.5
+        if steps and not steps[-1]["ok"] and best is not None:
+            # The search ended on a failing step: the server may still be working off its
+            # backlog, or have dropped users. Measure the latency steps in a fresh room.
+            self._rebuild()
+            _, senders = self._room(n, n_senders)
         half = None
         if best is not None and senders:
             half = self.fanout_step(senders, best["target_deliveries_per_s"] / 2 / (n - 1),
@@ -588,9 +593,19 @@ class Generator:
             half["target_deliveries_per_s"] = round(best["target_deliveries_per_s"] / 2)
             half["dropped_connections"] = sum(1 for c in self.conns if c.closed)
             log("N=%d half rate -> p50=%s p99=%s" % (n, half["p50_ms"], half["p99_ms"]))
+        at_reference = None
+        reference = sp.get("reference_deliveries")
+        if reference and senders:
+            at_reference = self.fanout_step(senders, reference / (n - 1), dur, probe_rate, grace,
+                                            drain, n)
+            at_reference["target_deliveries_per_s"] = round(reference)
+            at_reference["dropped_connections"] = sum(1 for c in self.conns if c.closed)
+            log("N=%d at reference rate %.0f -> p50=%s p99=%s" % (
+                n, reference, at_reference["p50_ms"], at_reference["p99_ms"]))
         return {"users": n, "senders": n_senders,
                 "probe_receivers": sum(c.probe for c in self.conns),
                 "login": login, "steps": steps, "best": best, "half": half,
+                "at_reference": at_reference,
                 "rebuilds": rebuilds,
                 "max_gen_cpu_pct": max((s["gen_cpu_pct"] for s in steps), default=None),
                 "errors": self.errors[:10]}

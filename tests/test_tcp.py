@@ -205,6 +205,22 @@ class ConnectingTests(_Harness):
         self.assertEqual(self.room.connected, 1)
 
 
+class NoDelayTests(_Harness):
+    """Lines go out at once: Nagle's algorithm would hold them up to a delayed ACK (40 ms)."""
+
+    def test_tcp_no_delay_is_set(self):
+        class TcpTransport(StringTransport):
+            no_delay = None
+
+            def setTcpNoDelay(self, enabled):
+                self.no_delay = enabled
+
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = TcpTransport()
+        proto.makeConnection(transport)
+        self.assertIs(transport.no_delay, True)
+
+
 class ChattingTests(_Harness):
     """Lines, commands and their rendering."""
 
