@@ -186,8 +186,8 @@ class _UdpLink(DatagramProtocol):
     def _send(self, datagram: bytes) -> None:
         try:
             self.transport.write(datagram)
-        except error.ConnectionRefusedError:
-            pass  # ICMP from an earlier datagram; retransmission copes
+        except (OSError, error.ConnectionRefusedError, error.MessageLengthError):
+            pass  # a lost datagram (ICMP refusal, full buffer): retransmission copes
 
     def _schedule(self, delay: float, call) -> None:
         if self._timer is not None and self._timer.active():
@@ -285,7 +285,7 @@ class _UdpLink(DatagramProtocol):
 
     def _gave_up(self, reason: str) -> None:
         self.client.server_line(f"! server not answering ({reason})")
-        self.client.finish(EXIT_UNREACHABLE if not self.client.joined else EXIT_OK)
+        self.client.finish(EXIT_UNREACHABLE)
 
     def stop(self) -> None:
         """Cancel every timer."""

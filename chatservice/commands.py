@@ -70,7 +70,7 @@ HELP_LINES = (
 )
 
 
-def _needs_argument(verb: str, rest: str, usage: str) -> str:
+def _needs_argument(rest: str, usage: str) -> str:
     if not rest:
         raise BadUsage(f"usage: {usage}")
     return rest
@@ -90,11 +90,11 @@ def parse(line: str) -> Command | None:
         return Say(line)
     if line.startswith("//"):
         return Say(line[1:])
-    verb, _, rest = line[1:].partition(" ")
-    verb = verb.lower()
+    typed, _, rest = line[1:].partition(" ")
+    verb = typed.lower()
     rest = rest.strip()
     if verb == "me":
-        return Me(_needs_argument(verb, rest, "/me text"))
+        return Me(_needs_argument(rest, "/me text"))
     if verb == "msg":
         nick, _, text = rest.partition(" ")
         text = text.strip()
@@ -102,13 +102,13 @@ def parse(line: str) -> Command | None:
             raise BadUsage("usage: /msg NICK text")
         return Msg(nick, text)
     if verb == "nick":
-        return Nick(_needs_argument(verb, rest, "/nick NAME"))
+        return Nick(_needs_argument(rest, "/nick NAME"))
     if verb == "quit":
         return Quit(rest)
-    if verb == "who" and not rest:
+    if verb == "who":
+        if rest:
+            raise BadUsage("usage: /who")
         return Who()
     if verb == "help":
         return Help()
-    if verb == "who":
-        raise BadUsage("usage: /who")
-    raise UnknownCommand(f"unknown command: /{verb} (try /help)")
+    raise UnknownCommand(f"unknown command: /{typed} (try /help)")

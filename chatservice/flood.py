@@ -33,6 +33,7 @@ class FloodPolicy:
 
     @property
     def enabled(self) -> bool:
+        """Whether flood control is on (a rate of 0 turns it off)."""
         return self.rate > 0
 
 

@@ -13,7 +13,7 @@ from itertools import islice
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatservice.events import ROOM_EVENTS, Joined, Left, Notice, Private, Renamed
+from chatservice.events import ROOM_EVENTS, Joined, Left, Private, Renamed
 from chatservice.errors import NoSuchUser
 from chatservice.nicks import casefold
 
@@ -38,6 +38,7 @@ class Room:
 
     @param clock: an C{IReactorTime}; the end-of-turn flush is a
         C{callLater(0, ...)} on it.
+    @param sinks: L{IEventSink}s that get every room-wide event after the members.
     """
 
     log = Logger()
@@ -116,10 +117,9 @@ class Room:
         What this turn still owed the leaver is handed over first, so a
         goodbye written right after never overtakes earlier lines.
         """
-        if participant not in self:
-            self.flush_to(participant)
-            return
         self.flush_to(participant)
+        if participant not in self:
+            return
         del self._by_nick[casefold(participant.nick)]
         del self._members[participant]
         self._joined_at.pop(participant, None)
@@ -157,11 +157,7 @@ class Room:
         return [(member.nick, member.via) for member in self._members]
 
     def _record(self, sink, event) -> None:
-        try:
-            d = defer.maybeDeferred(sink.record, event)
-        except Exception:  # maybeDeferred catches; this is belt and braces
-            self.log.failure("Sink {sink!r} failed", sink=sink)
-            return
+        d = defer.maybeDeferred(sink.record, event)
         d.addErrback(
             lambda failure: self.log.failure(
                 "Sink {sink!r} lost {event!r}", failure, sink=sink, event=event

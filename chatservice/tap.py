@@ -16,14 +16,14 @@ from chatservice.udp import DatagramChat
 _DEFAULTS = Limits()
 
 
-def _positive_int(value: str) -> int:
+def _non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError("must not be negative")
     return number
 
 
-def _positive_float(value: str) -> float:
+def _non_negative_float(value: str) -> float:
     number = float(value)
     if not number >= 0 or number == float("inf"):
         raise ValueError("must be a number of at least 0")
@@ -50,25 +50,25 @@ class Options(usage.Options):
          datagram_address],
         ["max-line", None, _DEFAULTS.max_line,
          "Longest TCP line in bytes; a longer one is refused with '! line too long'.",
-         _positive_int],
+         _non_negative_int],
         ["max-backlog", None, _DEFAULTS.max_backlog,
          "Bytes of unsent output a TCP user may fall behind before being "
-         "dropped as too slow to read.", _positive_int],
+         "dropped as too slow to read.", _non_negative_int],
         ["flood-rate", None, _DEFAULTS.flood.rate,
          "Lines per second a user may send, sustained (0: no flood control).",
-         _positive_float],
+         _non_negative_float],
         ["flood-burst", None, _DEFAULTS.flood.burst,
-         "Lines a user may send at once above --flood-rate.", _positive_int],
+         "Lines a user may send at once above --flood-rate.", _non_negative_int],
         ["max-clients", None, _DEFAULTS.max_clients,
-         "Users connected at once over all transports (0: no limit).", _positive_int],
+         "Users connected at once over all transports (0: no limit).", _non_negative_int],
         ["max-per-ip", None, _DEFAULTS.max_per_ip,
-         "Users connected at once from one address (0: no limit).", _positive_int],
+         "Users connected at once from one address (0: no limit).", _non_negative_int],
         ["login-timeout", None, _DEFAULTS.login_timeout,
-         "Seconds a new user has to choose a nickname (0: no limit).", _positive_float],
+         "Seconds a new user has to choose a nickname (0: no limit).", _non_negative_float],
         ["udp-timeout", None, _DEFAULTS.udp_timeout,
-         "Seconds of silence after which a UDP user expires.", _positive_float],
+         "Seconds of silence after which a UDP user expires.", _non_negative_float],
         ["shutdown-grace", None, _DEFAULTS.shutdown_grace,
-         "Seconds to wait on stop for goodbyes to reach every user.", _positive_float],
+         "Seconds to wait on stop for goodbyes to reach every user.", _non_negative_float],
     ]
 
     def postOptions(self) -> None:
@@ -81,12 +81,15 @@ class Options(usage.Options):
                     raise usage.UsageError(str(e))
         if self["tcp"] is None and self["udp"] is None:
             raise usage.UsageError("--tcp and --udp are both off: nobody could connect")
+        for name in ("max-line", "max-backlog"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1 (it bounds memory)")
         if self["udp-timeout"] <= 0:
             raise usage.UsageError("--udp-timeout must be more than 0")
         if self["flood-rate"] > 0 and self["flood-burst"] < 1:
             raise usage.UsageError("--flood-burst must be at least 1 with flood control on")
         self["limits"] = Limits(
-            max_line=self["max-line"] or _DEFAULTS.max_line,
+            max_line=self["max-line"],
             max_backlog=self["max-backlog"],
             flood=FloodPolicy(rate=self["flood-rate"], burst=self["flood-burst"]),
             max_clients=self["max-clients"],

@@ -21,6 +21,9 @@ from chatservice.limits import Limits
 from chatservice.render import RenderCache, as_bytes
 from chatservice.session import Session
 
+#: Seconds a closing connection may take to flush its goodbye before it is cut.
+CLOSE_GRACE = 10.0
+
 # IAC IAC (a literal 0xFF), IAC SB ... IAC SE, IAC WILL/WONT/DO/DONT opt, IAC cmd.
 _TELNET_COMMAND = re.compile(rb"\xff(?:\xfa.*?(?:\xff\xf0|\Z)|[\xfb-\xfe].?|.?)", re.DOTALL)
 
@@ -104,6 +107,7 @@ class LineChatProtocol(LineReceiver):
         self._rest: bytes | None = None
         self._closed: list[defer.Deferred] = []
         self._gone = False
+        self._abort_call = None
 
     def connectionMade(self) -> None:
         # Chat lines are small and must go out at once: without TCP_NODELAY, Nagle's
@@ -165,6 +169,7 @@ class LineChatProtocol(LineReceiver):
         """Say C{reason}, flush, hang up; fires once the connection is gone."""
         if self._gone:
             return defer.succeed(None)
+        self._session.end(reason)  # nothing more from this user once we say goodbye
         d = defer.Deferred()
         self._closed.append(d)
         if not self.transport.disconnecting:
@@ -172,6 +177,10 @@ class LineChatProtocol(LineReceiver):
             self._queue.flush()
             self.transport.unregisterProducer()
             self.transport.loseConnection()
+            # A peer that never reads would keep the connection half-closed forever.
+            self._abort_call = self.factory.clock.callLater(
+                CLOSE_GRACE, self.transport.abortConnection
+            )
         return d
 
     def _too_slow(self) -> None:
@@ -181,6 +190,9 @@ class LineChatProtocol(LineReceiver):
 
     def connectionLost(self, reason) -> None:
         self._gone = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         self._session.connection_lost()
         self.factory.admission.release(self._host)
         closed, self._closed = self._closed, []

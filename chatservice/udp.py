@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -39,7 +39,7 @@ MAX_DATAGRAM = 1200
 TOKEN_EPOCH = 60.0
 _TOKEN_HEX = 10  # 40 bits; with the newline the reply is 17 bytes
 #: Stands in for a numbered line that was too long, so its refusal keeps its place.
-_TOO_LONG = b"\x00too long"
+TOO_LONG = b"\x00too long"
 
 
 @implementer(IParticipant)
@@ -75,21 +75,21 @@ class UdpPeer:
         self.last_heard = self._chat.clock.seconds()
         if isinstance(frame, DataFrame) and frame.more:
             # Clients send one line per datagram; a continued line is too long.
-            frame = DataFrame(frame.seq, False, _TOO_LONG)
+            frame = DataFrame(frame.seq, False, TOO_LONG)
         if isinstance(frame, (DataFrame, AckFrame)):
             self.channel.frame_received(frame)
         elif frame.verb == "PING":
             self._send(b"PONG")
 
     def _line_received(self, line: bytes) -> None:
-        if line == _TOO_LONG:
-            self.deliver((Refusal(f"message too long (max {MAX_DATAGRAM} bytes)"),))
+        if line is TOO_LONG:  # identity: a client typing these bytes is just text
+            self._chat.room.tell(self, Refusal(f"message too long (max {MAX_DATAGRAM} bytes)"))
             return
         self.session.handle(line.decode("utf-8", errors="replace"))
 
     def deliver(self, events) -> None:
         """Number and send each event as its own line (pieces if long)."""
-        if self._closing:
+        if self._closing or self._gone:
             return  # the goodbye is the last line
         for event in events:
             self.channel.send_line(self._chat.render(event))
@@ -101,15 +101,22 @@ class UdpPeer:
         d = defer.Deferred()
         self._close_waiters.append(d)
         if not self._closing:
+            self.session.end(reason)  # nothing more from this user once we say goodbye
             self._closing = True
             self.channel.send_line(self._chat.render(Notice(reason)))
-            self.channel.drained().addCallback(self._said_goodbye, reason)
+            goodbye = self.channel.drained()
+            goodbye.addCallback(self._said_goodbye, reason)
+            goodbye.addErrback(
+                lambda f: self.log.failure("Goodbye to {address} failed", f, address=self.address)
+            )
         return d
 
     def _said_goodbye(self, _, reason: str) -> None:
-        if not self.channel.closed:
-            self._send(b"BYE")
-        self._forget(reason)
+        try:
+            if not self.channel.closed:
+                self._send(b"BYE")
+        finally:
+            self._forget(reason)
 
     def _gave_up(self, reason: str) -> None:
         self.log.info("UDP peer {nick} gone: {reason}", nick=self.nick, reason=reason)
@@ -122,8 +129,8 @@ class UdpPeer:
     def _forget(self, reason: str) -> None:
         """End the session (if not yet), stop the channel, leave the peer table."""
         self._gone = True
-        self.session.end(reason)
         self.channel.close()
+        self.session.end(reason)
         self._chat.forget(self)
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
@@ -174,14 +181,25 @@ class DatagramChat(DatagramProtocol):
     # -- datagrams ------------------------------------------------------------
 
     def send(self, datagram: bytes, address) -> None:
-        """Send one datagram, ending in a newline so nc -u shows it as a line."""
-        if self.transport is not None:
+        """
+        Send one datagram, ending in a newline so nc -u shows it as a line.
+
+        A send the kernel refuses (full buffer, firewall) is a lost datagram,
+        which retransmission already recovers from; it never breaks the peer.
+        """
+        if self.transport is None:
+            return
+        try:
             self.transport.write(datagram + b"\n", address)
+        except (OSError, error.MessageLengthError) as e:
+            self.log.debug("A datagram to {address} was lost: {e}", address=address, e=e)
 
     def datagramReceived(self, datagram: bytes, address) -> None:
         received = len(datagram)
         datagram = datagram.rstrip(b"\r\n")
         peer = self._peers.get(address)
+        if peer is not None:
+            peer.last_heard = self.clock.seconds()  # any datagram shows the user is alive
         try:
             if len(datagram) > MAX_DATAGRAM:
                 self._oversized(peer, datagram)
@@ -206,7 +224,7 @@ class DatagramChat(DatagramProtocol):
         except MalformedFrame:
             frame = None
         if isinstance(frame, DataFrame):
-            peer.datagram_received(DataFrame(frame.seq, False, _TOO_LONG))
+            peer.datagram_received(DataFrame(frame.seq, False, TOO_LONG))
         else:
             self.send(f"! datagram too long (max {MAX_DATAGRAM} bytes)".encode(), peer.address)
 

@@ -146,8 +146,7 @@ class OptionsTests(SynchronousTestCase):
     def test_zero_turns_limits_off(self):
         limits = parse(
             "--flood-rate", "0", "--flood-burst", "0", "--max-clients", "0",
-            "--max-per-ip", "0", "--login-timeout", "0", "--max-backlog", "0",
-            "--shutdown-grace", "0",
+            "--max-per-ip", "0", "--login-timeout", "0", "--shutdown-grace", "0",
         )["limits"]
         self.assertFalse(limits.flood.enabled)
         self.assertEqual(limits.max_clients, 0)
@@ -166,6 +165,8 @@ class OptionsTests(SynchronousTestCase):
             ("--max-line", "many"),
             ("--max-line", "1.5"),
             ("--max-backlog", "-5"),
+            ("--max-backlog", "0"),  # every buffer keeps a bound
+            ("--max-line", "0"),
             ("--flood-rate", "-1"),
             ("--flood-rate", "nan"),
             ("--flood-rate", "inf"),

@@ -205,6 +205,32 @@ class ConnectingTests(_Harness):
         self.assertEqual(self.room.connected, 1)
 
 
+class ClosingTests(_Harness):
+    """close() ends the session at once and never waits forever on a peer that does not read."""
+
+    def test_close_frees_the_nick_at_once(self):
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        alice.close("server shutting down")
+        self.clock.advance(0)
+        self.assertIsNone(self.registry.holder("alice"))
+        self.assertTrue(alice_out.disconnecting)
+
+    def test_close_of_a_non_reader_is_cut_after_the_grace(self):
+        from chatservice.tcp import CLOSE_GRACE
+
+        (alice, alice_out), = self.connect_all("alice")
+        aborted = []
+        alice_out.abortConnection = lambda: aborted.append(True)
+        d = alice.close("goodbye")
+        self.clock.advance(CLOSE_GRACE - 0.1)
+        self.assertEqual(aborted, [])
+        self.clock.advance(0.2)
+        self.assertEqual(aborted, [True])
+        self.lose(alice)
+        self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 class NoDelayTests(_Harness):
     """Lines go out at once: Nagle's algorithm would hold them up to a delayed ACK (40 ms)."""
 

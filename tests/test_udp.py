@@ -306,3 +306,40 @@ class AdmissionTests(UdpTestMixin, SynchronousTestCase):
         self.assertEqual(
             self.wire.take(("127.0.0.1", 40002)), []
         )
+
+
+class SendFailureTests(UdpTestMixin, SynchronousTestCase):
+    """A datagram the kernel refuses is a lost datagram, not a broken user."""
+
+    def test_refused_send_is_retransmitted_later(self):
+        bob, _ = self.tcp_user("bob")
+        self.join()
+        failing = {"on": True}
+        real_write = self.wire.write
+
+        def write(datagram, address):
+            if failing["on"]:
+                raise OSError(11, "Resource temporarily unavailable")
+            real_write(datagram, address)
+
+        self.wire.write = write
+        bob.dataReceived(b"are you there?\n")
+        self.clock.advance(0)
+        self.assertEqual([p.nick for p in self.chat.peers()], ["alice"])
+        failing["on"] = False
+        self.clock.advance(0.3)
+        self.assertEqual(self.lines(), ["bob: are you there?"])
+
+
+class ClosingTests(UdpTestMixin, SynchronousTestCase):
+    def test_user_being_closed_cannot_talk(self):
+        """Once the goodbye is sent the session is over: nothing more reaches the room."""
+        bob, bob_out = self.tcp_user("bob")
+        self.join()
+        bob_out.clear()
+        (peer,) = self.chat.peers()
+        peer.close("server shutting down")
+        self.clock.advance(0)
+        self.receive(b"1 still here")
+        self.assertNotIn(b"alice: still here", bob_out.value())
+        self.assertIsNone(self.registry.holder("alice"))
