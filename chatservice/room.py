@@ -124,7 +124,8 @@ class Room:
         del self._members[participant]
         self._joined_at.pop(participant, None)
         self.log.info("{nick} left ({reason})", nick=participant.nick, reason=reason)
-        self.publish(Left(participant.nick, reason))
+        if not self.closing:  # on shutdown everyone gets the one notice, not N-1 leaves
+            self.publish(Left(participant.nick, reason))
 
     # -- publishing -----------------------------------------------------
 

@@ -437,6 +437,17 @@ class CloseAllTests(RoomTestMixin, SynchronousTestCase):
         self.assertEqual(bob.closed, ["server shutting down"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_no_leave_lines_while_closing(self):
+        """On shutdown nobody sees N-1 '* X left' lines before their own notice."""
+        alice, bob = self.member("alice"), self.member("bob")
+        self.settle(alice, bob)
+        self.room.close_all("server shutting down")
+        self.room.leave(alice, "server shutting down")
+        self.room.flush_to(bob)
+        self.clock.advance(0)
+        self.assertEqual(bob.deliveries, [])
+        self.assertEqual(self.room.who(), [("bob", "tcp")])
+
     def test_waits_for_every_close(self):
         """The Deferred fires only once every close has finished."""
         slow = self.member("slow", kind=SlowClose)
