@@ -28,6 +28,18 @@ def _cell_missing(res: dict | None) -> str | None:
     return None
 
 
+def _rows(specs, names: list[str], row: dict) -> list[list[str]]:
+    """One table row per (label, cell function), a cell per server (or why it is missing)."""
+    rows = []
+    for label, f in specs:
+        cells = []
+        for n in names:
+            miss = _cell_missing(row.get(n))
+            cells.append(miss if miss else f(row[n]))
+        rows.append([label] + cells)
+    return rows
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -99,12 +111,7 @@ def render(results: dict) -> str:
                 ("generator CPU % (max over steps)", lambda r: _fmt(r.get("max_gen_cpu_pct"))),
                 ("steps run", lambda r: str(len(r.get("steps", [])))),
             ]
-            for label, f in specs:
-                cells = []
-                for n in names:
-                    miss = _cell_missing(row.get(n))
-                    cells.append(miss if miss else f(row[n]))
-                rows.append([label] + cells)
+            rows += _rows(specs, names, row)
             lines += _table(header, rows) + [""]
             errs = ["%s: %s" % (n, row[n].get("error") or "; ".join(row[n].get("errors", [])[:3]))
                     for n in names if isinstance(row.get(n), dict)
@@ -148,12 +155,7 @@ def render(results: dict) -> str:
                 ("server CPU %", lambda r: _fmt(r.get("server_cpu_pct"))),
             ]
             rows = []
-            for label, f in specs:
-                cells = []
-                for n in names:
-                    miss = _cell_missing(row.get(n))
-                    cells.append(miss if miss else f(row[n]))
-                rows.append([label] + cells)
+            rows += _rows(specs, names, row)
             lines += _table(header, rows) + [""]
             errs = ["%s: %s" % (n, row[n]["error"]) for n in names
                     if isinstance(row.get(n), dict) and row[n].get("error")]

@@ -389,13 +389,17 @@ class Generator:
             self.pump(0.02, pace=0.001)
         return now() - t0
 
-    def close_all(self) -> None:
+    def close_sockets(self) -> None:
         """Close every socket with an RST (SO_LINGER 0) so no TIME_WAIT piles up."""
         for c in self.conns:
             try:
                 c.sock.close()
             except OSError:
                 pass
+
+    def close_all(self) -> None:
+        """Close every socket and the epoll object."""
+        self.close_sockets()
         self.ep.close()
 
     # -- fan-out saturation --------------------------------------------------------------
@@ -507,11 +511,7 @@ class Generator:
 
     def _rebuild(self) -> None:
         """Close every user (the server dropped some); the next login uses fresh nicknames."""
-        for c in self.conns:
-            try:
-                c.sock.close()
-            except OSError:
-                pass
+        self.close_sockets()
         self.conns = []
         self.by_fd = {}
         self.generation += 1
