@@ -112,6 +112,11 @@ class ChatClient:
         if self.joined:
             self._quit()
 
+    @property
+    def quitting(self) -> bool:
+        """Whether C{/quit} is on its way (no more keepalives needed)."""
+        return self._quitting
+
     def pause_input(self) -> None:
         """Stop reading stdin for a while (the link is full)."""
         if self.console is not None:
@@ -240,11 +245,8 @@ class _UdpLink(DatagramProtocol):
         if not self.client.joined and self._timer is not None and self._timer.active():
             self._timer.cancel()
         self.client.server_line(line.decode("utf-8", errors="replace"))
-        if self.client.joined and not self._quitting_started():
+        if self.client.joined and not self.client.quitting:
             self._schedule(PING_INTERVAL, self._ping)
-
-    def _quitting_started(self) -> bool:
-        return self.client._quitting
 
     def _ping(self) -> None:
         """Keep the server from expiring us; notice a server that is gone."""
