@@ -4,12 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# Debian programs that end-to-end tests drive as users do: the real telnet
+# client, in a terminal that tmux provides.
+TEST_PROGRAMS := telnet tmux
 SOURCES := $(shell find chatservice twisted -name '*.py') setup.cfg pyproject.toml
 TCP ?= 12345
 UDP ?= 12346
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench bench-quick clean
+.PHONY: run test test-programs bench bench-quick clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
@@ -17,23 +21,35 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # A real (not editable) install, so the twistd dropin lands in site-packages
-# and `twistd --help` lists chatroom exactly as it will for users.
+# and `twistd --help` lists chatroom exactly as it will for users. `make run`
+# installs only what running needs; `make test` adds the test extra.
 $(STAMP): $(BIN)/python $(SOURCES)
-	$(BIN)/pip install -q --disable-pip-version-check '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check .
 	@touch $@
+
+$(TEST_STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/pip install -q --disable-pip-version-check '.[test]'
+	@touch $@ $(STAMP)
+
+test-programs:
+	@missing=""; for p in $(TEST_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/twistd -n chatroom --tcp $(TCP) --udp $(UDP)
 
-test: $(STAMP)
+test: $(TEST_STAMP) test-programs
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m twisted.trial tests
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.run
 
-bench-quick: $(STAMP)
+bench-quick: $(TEST_STAMP)
 	$(BIN)/python -m bench.run --quick
 
 clean:
