@@ -1,8 +1,11 @@
 """UDP load generator: 50 users talking through a lossy relay, on Twisted's epoll reactor.
 
 For chatroom (``kind="chatroom"``) every simulated user runs the project's own
-``chatservice.reliable.ReliableChannel`` over its socket (HELLO / TOKEN / JOIN, then sequenced
-data frames and ACKs), so the benchmark exercises the real protocol code rather than a copy.
+``chatservice.reliable.ReliableChannel`` over its socket, so the benchmark exercises the real
+protocol code rather than a copy. The wire is docs/udp-protocol.md's: HELLO until TOKEN, JOIN
+until ``SESSION <s>``, then every datagram the user sends (data, ACK, PING) starts with ``<s> ``;
+the server's datagrams carry no secret. Numbered lines that overtake SESSION are dropped, as the
+bundled client does (it cannot acknowledge them yet): the server sends them again.
 For the seed baseline (``kind="seed"``) users speak the seed's plain protocol: the first
 datagram is the nickname, every later one a line, and the server sends each line three times.
 
@@ -18,6 +21,7 @@ line is the JSON result.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import sys
 import time
@@ -34,6 +38,11 @@ from bench.tcpgen import percentile  # noqa: E402
 from tests.relay import DOWN, LossyRelay  # noqa: E402
 
 MARK = b"~U "
+MAX_DATAGRAM = 1200
+"""The server's limit on a client datagram, the session secret and its space included."""
+SESSION_PREFIX_LEN = 17
+"""``<s> ``: 16 hex digits and a space, in front of every datagram after SESSION."""
+_SESSION = re.compile(rb"[0-9a-f]{16}\Z")
 
 
 def cpu_self() -> float:
@@ -110,6 +119,8 @@ class User(DatagramProtocol):
         self.stats = stats
         self.joined = False
         self.token = None
+        self.session = None
+        self.refused = None
         self.channel = None
         self.seen: set = set()
         self.sent = 0
@@ -124,8 +135,8 @@ class User(DatagramProtocol):
         self._retry.start(0.5, now=True)
 
     def _hello(self) -> None:
-        if self.joined:
-            return
+        if self.joined or self.session is not None:
+            return  # after SESSION the server retransmits the welcome itself
         if self.kind == "seed":
             self._write(self.nick.encode())
         elif self.token is None:
@@ -138,12 +149,17 @@ class User(DatagramProtocol):
         if self.transport is not None:
             self.transport.write(datagram, self.relay_addr)
 
+    def _write_in_session(self, datagram: bytes) -> None:
+        """One datagram of the chatroom session: the secret, a space, the frame."""
+        if self.session is not None:
+            self._write(self.session + b" " + datagram)
+
     def _welcome(self) -> None:
         self.joined = True
         if self._retry is not None and self._retry.running:
             self._retry.stop()
         if self.kind == "chatroom":
-            self._ping = task.LoopingCall(self._write, b"PING")
+            self._ping = task.LoopingCall(self._write_in_session, b"PING")
             self._ping.start(5.0, now=False)
 
     # receiving -------------------------------------------------------------------------
@@ -166,19 +182,27 @@ class User(DatagramProtocol):
             return
         if isinstance(frame, reliable.ControlFrame):
             verb = _text(frame.verb).upper()
-            if verb == "TOKEN" and self.token is None and frame.args:
-                args = frame.args if isinstance(frame.args, (list, tuple)) else [frame.args]
-                tok = args[0]
-                self.token = tok if isinstance(tok, bytes) else str(tok).encode()
-                self._make_channel()
+            args = frame.args if isinstance(frame.args, (list, tuple)) else [frame.args]
+            args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+            if verb == "TOKEN" and self.token is None and args:
+                self.token = args[0]
                 self._hello()
+            elif (verb == "SESSION" and self.session is None and self.token is not None
+                  and args and _SESSION.match(args[0])):
+                self.session = args[0]
+                self._make_channel()
+            elif verb == "!" and self.session is None and args:
+                # A refused JOIN: the server kept nothing; say why if login never completes.
+                self.refused = _text(args[0])
             return
         if self.channel is not None:
             self.channel.frame_received(frame)
 
     def _make_channel(self) -> None:
         from chatservice import reliable
-        self.channel = reliable.ReliableChannel(reactor, self._write, self._deliver, self._give_up)
+        self.channel = reliable.ReliableChannel(
+            reactor, self._write_in_session, self._deliver, self._give_up,
+            max_payload=MAX_DATAGRAM - SESSION_PREFIX_LEN)
 
     def _deliver(self, payload) -> None:
         line = payload if isinstance(payload, bytes) else _text(payload).encode()
@@ -239,6 +263,9 @@ def run(spec: dict) -> dict:
             reactor.callLater(0.5, start_load)
         elif time.monotonic() - t["login_start"] > spec.get("login_timeout", 15):
             result["error"] = "only %d of %d users joined" % (sum(u.joined for u in users), n)
+            refusals = sorted({u.refused for u in users if u.refused and not u.joined})
+            if refusals:
+                result["error"] += " (refused: %s)" % "; ".join(refusals)
             finish()
         else:
             reactor.callLater(0.05, wait_login)

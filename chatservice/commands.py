@@ -8,6 +8,7 @@ shares this parser, so C{/msg} means the same thing everywhere.
 from dataclasses import dataclass
 
 from chatservice.errors import BadUsage, UnknownCommand
+from chatservice.names import fold
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ def parse(line: str) -> Command | None:
     if line.startswith("//"):
         return Say(line[1:])
     typed, _, rest = line[1:].partition(" ")
-    verb = typed.lower()
+    verb = fold(typed)
     rest = rest.strip()
     if verb == "me":
         return Me(_needs_argument(rest, "/me text"))

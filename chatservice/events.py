@@ -60,6 +60,14 @@ class Private:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivateSent:
+    """The sender's own copy of a private message, so it knows where it went."""
+
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """A server notice to one user (welcome, /who, /help, goodbye)."""
 

@@ -33,6 +33,25 @@ class IParticipant(Interface):
         @return: a Deferred firing once the user is gone; it never fails.
         """
 
+    def pause_input():
+        """
+        The session is holding this user's lines (over the flood rate, or
+        waiting on the nick registry): hand it no more until L{resume_input}.
+
+        A transport that can stop reading (TCP) stops reading its socket, so
+        the kernel holds the excess and the server holds at most one read.
+        One that cannot stop its sender (UDP) does nothing: the session's own
+        bounded queue holds the lines and refuses past its bound.
+        """
+
+    def resume_input():
+        """
+        Hand over what was held back, then read again.
+
+        May be called from a timer or from inside the session's own C{handle},
+        and the lines it hands over may call L{pause_input} again.
+        """
+
 
 class IEventSink(Interface):
     """Something that consumes every room-wide event: history, bridge, metrics."""

@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from chatservice.errors import InvalidNick, NickInUse
 from chatservice.interfaces import INickRegistry
+from chatservice.names import fold
 
 NICK_MAX_LENGTH = 32
 _SPECIALS = r"_\-\[\]{}\\|^"
@@ -19,8 +20,8 @@ _ALLOWED = re.compile(rf"[A-Za-z0-9{_SPECIALS}]+\Z")
 
 
 def casefold(nick: str) -> str:
-    """The one folding of a nick into its uniqueness key, used everywhere."""
-    return nick.lower()
+    """The uniqueness key of a nick: L{chatservice.names.fold}, ASCII only."""
+    return fold(nick)
 
 
 def validate(nick: str) -> str:
@@ -39,7 +40,7 @@ def validate(nick: str) -> str:
         )
     if not _ALLOWED.match(nick):
         raise InvalidNick(
-            f"invalid nickname {shown}: use only letters, digits and _-[]{{}}\\|^"
+            f"invalid nickname {shown}: use only ASCII letters, digits and _-[]{{}}\\|^"
         )
     if nick[0].isdigit() or nick[0] == "-":
         raise InvalidNick(

@@ -14,11 +14,26 @@ Wire format, one frame per datagram (text, seq in decimal, starting at 1 per dir
 
     <seq> <payload>          data: one whole line, e.g. b"12 alice: hi"
     <seq>+ <payload>         data: this payload continues in seq+1 (a long line split in pieces)
-    ACK <cum> [<s1> <s2>..]  everything <= cum received, plus these seqs above cum (at most 32)
+    ACK <cum> [<s1> <s2>..]  everything up to cum received, plus these seqs after cum (at most 32)
     VERB [arg ...]           any other frame whose first word is uppercase ASCII (HELLO, JOIN, PING)
     ! <text>                 an error line, passed up whole as ControlFrame("!", (text,))
 
-Only data and ACK frames belong to the channel; control frames are for the transport.
+Only data and ACK frames belong to the channel; control frames are for the transport (which may
+also wrap frames, as the UDP server's per-session secret does).
+
+Sequence numbers never run out: they use serial-number arithmetic (RFC 1982) with SERIAL_BITS =
+32. A seq on the wire is a decimal in [0, 2**32 - 1]; after 2**32 - 1 comes 0. Seq a comes before
+seq b when 0 < (b - a) mod 2**32 < 2**31 (L{serial_lt}); at a distance of exactly 2**31 neither
+comes first, and the channel then reads the incoming seq as the older one. Every comparison the
+channel makes (cumulative ACK, duplicates, the reorder window, selective ACKs) follows this rule.
+The channel's windows (at most C{max_unacked} = 1024 frames unacknowledged, 256 in flight, 256
+buffered out of order) are far below 2**31, so every seq the peer can legitimately send is within
+2**31 of the one expected, and comparisons are always defined.
+
+Internally the channel counts in unbounded integers and writes each one modulo 2**32; an incoming
+seq is read back as the integer nearest to the one it expects (L{unwrap_seq}), which is the same
+comparison as RFC 1982's. A channel can start at any seq in either direction (C{first_send_seq},
+C{first_receive_seq}), so tests can run one across the wrap.
 """
 
 from __future__ import annotations
@@ -33,8 +48,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-MAX_SEQ = 2**31
-"""Largest sequence number on the wire; 2**31 datagrams in one direction is years of chat."""
+SERIAL_BITS = 32
+"""Bits in a sequence number (RFC 1982's SERIAL_BITS)."""
+
+SEQ_MODULUS = 2**SERIAL_BITS
+"""Sequence numbers are counted modulo this: after C{SEQ_MODULUS - 1} comes 0."""
+
+MAX_SEQ = SEQ_MODULUS - 1
+"""Largest sequence number on the wire; the next one is 0."""
+
+_HALF = 2 ** (SERIAL_BITS - 1)
 
 MAX_TRIES = 16
 """Transmissions of one frame before the peer counts as gone. At 20% loss each way a round trip
@@ -83,12 +106,35 @@ class ControlFrame:
 Frame = Union[DataFrame, AckFrame, ControlFrame]
 
 
-def _number(word: bytes, minimum: int) -> int:
-    """Parse a canonical decimal in [minimum, MAX_SEQ]; anything else is malformed."""
+def serial_lt(a: int, b: int) -> bool:
+    """
+    Whether seq C{a} comes before seq C{b} in 32-bit serial-number arithmetic (RFC 1982, 3.2).
+
+    False when they are equal, and when they are exactly 2**31 apart (undefined by the RFC).
+    """
+    return 0 < (b - a) % SEQ_MODULUS < _HALF
+
+
+def unwrap_seq(seq: int, near: int) -> int:
+    """
+    Read a wire seq as the unbounded integer, congruent to it modulo 2**32, nearest to C{near}.
+
+    This is how the channel compares a received seq with what it expects: the result is greater
+    than C{near} exactly when C{serial_lt(near % 2**32, seq)}. At a distance of exactly 2**31 it
+    picks the lower integer, so an undefined comparison counts the seq as old.
+
+    @param seq: A seq from the wire, 0 to L{MAX_SEQ}.
+    @param near: An unbounded integer the channel expects C{seq} to be close to.
+    """
+    return near + (seq - near + _HALF) % SEQ_MODULUS - _HALF
+
+
+def _number(word: bytes) -> int:
+    """Parse a canonical decimal in [0, MAX_SEQ]; anything else is malformed."""
     if not (0 < len(word) <= 10 and word.isdigit()) or (word[:1] == b"0" and word != b"0"):
         raise MalformedFrame("bad number {!r}".format(word))
     value = int(word)
-    if not minimum <= value <= MAX_SEQ:
+    if value > MAX_SEQ:
         raise MalformedFrame("number out of range: {}".format(value))
     return value
 
@@ -109,7 +155,7 @@ def parse_frame(datagram: bytes) -> Frame:
     head, space, rest = datagram.partition(b" ")
     if head[:1].isdigit():
         more = head.endswith(b"+")
-        seq = _number(head[:-1] if more else head, minimum=1)
+        seq = _number(head[:-1] if more else head)
         if not space:
             raise MalformedFrame("no space after the sequence number")
         return DataFrame(seq, more, rest)
@@ -123,8 +169,11 @@ def parse_frame(datagram: bytes) -> Frame:
         return ControlFrame(verb, tuple(words[1:]))
     if len(words) < 2 or len(words) - 2 > MAX_SELECTIVE:
         raise MalformedFrame("ACK needs a cumulative seq and at most {} more".format(MAX_SELECTIVE))
-    cumulative = _number(words[1], minimum=0)
-    selective = tuple(_number(word, minimum=cumulative + 1) for word in words[2:])
+    cumulative = _number(words[1])
+    selective = tuple(_number(word) for word in words[2:])
+    for seq in selective:
+        if not serial_lt(cumulative, seq):
+            raise MalformedFrame("selective seq {} does not come after {}".format(seq, cumulative))
     return AckFrame(cumulative, selective)
 
 
@@ -132,22 +181,32 @@ def encode_data(seq: int, payload: bytes, more: bool = False) -> bytes:
     """
     Frame one piece of a line for the wire.
 
-    @param seq: Its sequence number, 1 to L{MAX_SEQ}.
+    @param seq: Its sequence number, 0 to L{MAX_SEQ} (the seq after L{MAX_SEQ} is 0).
     @param payload: The bytes carried, verbatim.
-    @param more: True if the line continues in C{seq + 1}.
+    @param more: True if the line continues in the next seq.
     @raise ValueError: If C{seq} is out of range.
     """
-    if not 1 <= seq <= MAX_SEQ:
+    if not 0 <= seq <= MAX_SEQ:
         raise ValueError("sequence number out of range: {}".format(seq))
     return b"%d%s %s" % (seq, b"+" if more else b"", payload)
 
 
 def encode_ack(cumulative: int, selective: Iterable[int] = ()) -> bytes:
     """
-    Frame an acknowledgement: all seqs up to C{cumulative}, plus the lowest L{MAX_SELECTIVE} of
-    C{selective} (the oldest gaps matter most to the sender's retransmit timer).
+    Frame an acknowledgement: all seqs up to C{cumulative}, plus the first L{MAX_SELECTIVE} of
+    C{selective} in serial order after C{cumulative} (the oldest gaps matter most to the sender's
+    retransmit timer).
+
+    @param cumulative: A wire seq, 0 to L{MAX_SEQ}.
+    @param selective: Wire seqs that each come after C{cumulative} (L{serial_lt}).
+    @raise ValueError: If a seq is out of range or a selective seq does not follow C{cumulative}.
     """
-    extra = sorted(selective)[:MAX_SELECTIVE]
+    if not 0 <= cumulative <= MAX_SEQ:
+        raise ValueError("sequence number out of range: {}".format(cumulative))
+    extra = sorted(selective, key=lambda seq: (seq - cumulative) % SEQ_MODULUS)[:MAX_SELECTIVE]
+    for seq in extra:
+        if not (0 <= seq <= MAX_SEQ and serial_lt(cumulative, seq)):
+            raise ValueError("selective seq {} does not come after {}".format(seq, cumulative))
     return b" ".join([b"ACK", b"%d" % cumulative] + [b"%d" % seq for seq in extra])
 
 
@@ -202,6 +261,10 @@ class ReliableChannel:
     Bounds: C{max_unacked} frames numbered but not acknowledged, sent or waiting for the window
     (beyond it the peer is "too slow to read"); C{max_reorder} seqs buffered ahead of a gap;
     C{max_line} bytes of one line being joined.
+
+    Seqs are counted internally as unbounded integers and written modulo 2**32; every seq read
+    from the peer is placed with L{unwrap_seq} next to the one the channel expects (serial-number
+    arithmetic, see the module docstring), so a channel runs across the wrap unchanged.
     """
 
     log = Logger()
@@ -221,6 +284,9 @@ class ReliableChannel:
         max_reorder: int = 256,
         max_payload: int = 1200,
         max_line: int = 65536,
+        first_send_seq: int = 1,
+        first_receive_seq: int = 1,
+        peer: object = None,
     ) -> None:
         """
         @param clock: Time and timers for retransmission.
@@ -230,6 +296,12 @@ class ReliableChannel:
             closed by then.
         @param max_payload: Largest datagram built by L{send_line}, header included.
         @param max_line: Longest incoming line joined from pieces; longer ones are dropped.
+        @param first_send_seq: The seq of our first line (1 on the wire protocol; another value
+            in [0, L{MAX_SEQ}] lets a test start near the wrap).
+        @param first_receive_seq: The seq we expect the peer's first line to have (likewise).
+        @param peer: Names the peer in this channel's log events (the UDP server passes the
+            address), so a log line about a peer says which one.
+        @raise ValueError: For an option out of range.
         """
         if not 0 < min_rto <= max_rto:
             raise ValueError("need 0 < min_rto <= max_rto")
@@ -237,6 +309,9 @@ class ReliableChannel:
             raise ValueError("max_tries, max_unacked and max_reorder must be positive")
         if max_payload < HEADER_ROOM + 4:
             raise ValueError("max_payload must leave room for a header and one character")
+        for first in (first_send_seq, first_receive_seq):
+            if not 0 <= first <= MAX_SEQ:
+                raise ValueError("a first seq must be in [0, MAX_SEQ]: {}".format(first))
         self._clock = clock
         self._send = send
         self._deliver = deliver
@@ -248,17 +323,19 @@ class ReliableChannel:
         self._max_reorder = max_reorder
         self._piece_limit = max_payload - HEADER_ROOM
         self._max_line = max_line
+        self._peer = peer
 
         self._rto = min(max(initial_rto, min_rto), max_rto)
         self._srtt: Optional[float] = None
         self._rttvar = 0.0
-        self._next_seq = 1  # seq of the next line piece we number
-        self._next_unsent = 1  # seq of the first numbered piece not sent yet (window full)
+        # Unbounded integers; the wire carries them modulo 2**32.
+        self._next_seq = first_send_seq  # seq of the next line piece we number
+        self._next_unsent = first_send_seq  # first numbered piece not sent yet (window full)
         self._unacked: OrderedDict[int, _Outgoing] = OrderedDict()
         self._timer: Optional[IDelayedCall] = None
         self._waiters: List[Deferred[None]] = []
 
-        self._next_expected = 1
+        self._next_expected = first_receive_seq
         self._reorder: dict[int, DataFrame] = {}
         self._partial: List[bytes] = []
         self._partial_size = 0
@@ -306,7 +383,7 @@ class ReliableChannel:
             return
         last = len(pieces) - 1
         for index, piece in enumerate(pieces):
-            datagram = encode_data(self._next_seq, piece, more=index < last)
+            datagram = encode_data(self._next_seq % SEQ_MODULUS, piece, more=index < last)
             self._unacked[self._next_seq] = _Outgoing(datagram)
             self._next_seq += 1
         self._send_window()
@@ -366,24 +443,30 @@ class ReliableChannel:
         entry.due = now + self._backoff(entry.tries)
         entry.last_sent = now
         self.retransmitted += 1
-        self.log.debug("Retransmitting {seq} (try {tries})", seq=seq, tries=entry.tries)
+        self.log.debug(
+            "Retransmitting {seq} to {peer} (try {tries})",
+            seq=seq % SEQ_MODULUS, peer=self._peer, tries=entry.tries,
+        )
         self._send(entry.datagram)
 
     def _ack_received(self, frame: AckFrame) -> None:
         """
         Forget acknowledged frames; measure RTT from the newest never-retransmitted one; resend
-        at once what the ACK shows as lost.
+        at once what the ACK shows as lost. The ACK's seqs are read next to our next seq, so an
+        ACK from before the wrap is old, not far ahead.
         """
         unacked = self._unacked
         sample: Optional[Tuple[int, _Outgoing]] = None
         newest_acked = 0.0  # when the most recently sent of the frames acked here went out
-        while unacked and next(iter(unacked)) <= frame.cumulative:
+        cumulative = unwrap_seq(frame.cumulative, self._next_seq)
+        while unacked and next(iter(unacked)) <= cumulative:
             seq, entry = unacked.popitem(last=False)
             newest_acked = max(newest_acked, entry.last_sent)
             if entry.tries == 1:
                 sample = (seq, entry)
-        highest = frame.cumulative
-        for seq in frame.selective:
+        highest = cumulative
+        for wire_seq in frame.selective:
+            seq = unwrap_seq(wire_seq, self._next_seq)
             entry = unacked.pop(seq, None)
             if entry is None:
                 continue
@@ -451,13 +534,15 @@ class ReliableChannel:
 
     def _data_received(self, frame: DataFrame) -> None:
         """Buffer within the reorder window, deliver what is now in order, then ACK."""
-        seq = frame.seq
+        seq = unwrap_seq(frame.seq, self._next_expected)
         if seq < self._next_expected or seq in self._reorder:
             self.duplicates += 1
         elif seq >= self._next_expected + self._max_reorder:
             self.log.debug(
-                "Dropped {seq}, beyond the reorder window of {max_reorder} from {expected}",
-                seq=seq, max_reorder=self._max_reorder, expected=self._next_expected,
+                "Dropped {seq} from {peer}, beyond the reorder window of {max_reorder} from"
+                " {expected}",
+                seq=frame.seq, peer=self._peer, max_reorder=self._max_reorder,
+                expected=self._next_expected % SEQ_MODULUS,
             )
             return
         else:
@@ -483,7 +568,10 @@ class ReliableChannel:
         self._partial.append(frame.payload)
         self._partial_size += len(frame.payload)
         if self._partial_size > self._max_line:
-            self.log.warn("Dropped a line longer than {max_line} bytes", max_line=self._max_line)
+            self.log.warn(
+                "Dropped a line from {peer} longer than {max_line} bytes",
+                peer=self._peer, max_line=self._max_line,
+            )
             self._partial, self._partial_size = [], 0
             self._discarding = frame.more
         elif not frame.more:
@@ -503,7 +591,9 @@ class ReliableChannel:
         selective = heapq.nsmallest(MAX_SELECTIVE - 1, self._reorder)
         if latest > cumulative and latest in self._reorder and latest not in selective:
             selective.append(latest)
-        self._send(encode_ack(cumulative, selective))
+        self._send(
+            encode_ack(cumulative % SEQ_MODULUS, [seq % SEQ_MODULUS for seq in selective])
+        )
 
     # Waiting and closing
 
@@ -547,8 +637,8 @@ class ReliableChannel:
         if self._closed:
             return
         self.log.warn(
-            "Giving up on peer: {reason} ({unacked} unacknowledged)",
-            reason=reason, unacked=len(self._unacked),
+            "Giving up on peer {peer}: {reason} ({unacked} unacknowledged)",
+            peer=self._peer, reason=reason, unacked=len(self._unacked),
         )
         self.close()
         self._on_give_up(reason)

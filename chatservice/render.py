@@ -13,6 +13,7 @@ from chatservice.events import (
     Left,
     Notice,
     Private,
+    PrivateSent,
     Refusal,
     Renamed,
     Said,
@@ -29,6 +30,7 @@ _CONTROL_SEQUENCES = re.compile(
     | \x9b[0-?]*[ -/]*[@-~]?                # 8-bit CSI
     | [\x9d\x90\x98\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?  # 8-bit OSC, DCS...
     | [\x00-\x08\x0a-\x1f\x7f-\x9f]         # other C0 (not tab), DEL, C1
+    | [\u202a-\u202e\u2066-\u2069]           # bidi embeddings, overrides, isolates
     """,
     re.VERBOSE,
 )
@@ -36,7 +38,9 @@ _CONTROL_SEQUENCES = re.compile(
 
 def scrub(text: str) -> str:
     """
-    Remove C0 controls (but tab), DEL, C1 controls and whole escape sequences.
+    Remove C0 controls (but tab), DEL, C1 controls, whole escape sequences and
+    the bidirectional embedding, override and isolate characters (U+202A-U+202E,
+    U+2066-U+2069), which would reorder the rest of another user's line.
 
     Printable text (the usual case) is returned as it is, without a regex pass.
     """
@@ -60,6 +64,8 @@ def as_line(event) -> str:
         return f"* {event.nick} {event.text}"
     if kind is Private:
         return f"[private] {event.sender}: {event.text}"
+    if kind is PrivateSent:
+        return f"-> {event.recipient}: {event.text}"
     if kind is Notice:
         return f"* {event.text}"
     if kind is Refusal:

@@ -13,7 +13,7 @@ from itertools import islice
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatservice.events import ROOM_EVENTS, Joined, Left, Private, Renamed
+from chatservice.events import ROOM_EVENTS, Joined, Left, Private, PrivateSent, Renamed
 from chatservice.errors import NoSuchUser
 from chatservice.nicks import casefold
 
@@ -144,7 +144,8 @@ class Room:
 
     def private(self, sender, nick: str, text: str) -> None:
         """
-        Send C{text} from C{sender} to the member called C{nick}.
+        Send C{text} from C{sender} to the member called C{nick}, and show
+        the sender what went where.
 
         @raise NoSuchUser: nobody here is called C{nick}.
         """
@@ -152,6 +153,7 @@ class Room:
         if recipient is None:
             raise NoSuchUser(f"no such user: {nick}")
         self.tell(recipient, Private(sender.nick, recipient.nick, text))
+        self.tell(sender, PrivateSent(recipient.nick, text))
 
     def who(self) -> list[tuple[str, str]]:
         """(nick, via) for everyone online, in joining order."""

@@ -1,10 +1,14 @@
 # -*- test-case-name: tests.test_service -*-
 """The service that owns the room and registry and stops in the right order."""
 
+import os
 import signal
 
-from twisted.application.service import MultiService
-from twisted.logger import Logger
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 SHUTDOWN_NOTICE = "server shutting down"
 
@@ -13,36 +17,108 @@ class ChatService(MultiService):
     """
     The room, the registry and, as children, the listeners of every transport.
 
-    Stopping says goodbye on every transport first (a stopped UDP port has no
-    socket to say it with), waits a bounded grace for that to flush, and only
-    then stops the listeners.
+    Stopping goes in three steps.  First the stream listeners close, so a
+    connection that comes during the shutdown is refused by the kernel instead
+    of being accepted and cut.  Then everyone connected is told goodbye, and
+    the service waits a bounded grace for that to flush (TCP) or be
+    acknowledged (UDP).  Last the datagram port and any other child stop: a
+    stopped UDP port has no socket to say goodbye with.
+
+    Listeners say which they are by how they are added:
+    L{add_stream_listener} or L{add_datagram_listener}; any other child stops
+    with the datagram listeners, after the goodbyes.
     """
 
     log = Logger()
 
     def __init__(self, room, registry, admission, clock, grace: float = 2.0,
-                 handle_signals: bool = False) -> None:
+                 owns_process: bool = False, exit_if_cannot_listen: bool = False,
+                 pidfile: str = "", log_observer=None) -> None:
         """
-        @param handle_signals: take over SIGTERM and SIGINT so that a requested
-            stop exits with status 0 (twistd would otherwise re-raise the
-            signal at exit); only for the real reactor in the main thread.
+        @param owns_process: this service is the process (twistd's or twist's,
+            on the real reactor in the main thread).  It then takes over
+            SIGTERM and SIGINT so that a requested stop exits with status 0
+            (twistd would otherwise re-raise the signal at exit).
+        @param exit_if_cannot_listen: a listener that cannot listen ends the
+            process with status 1 after its one log line, instead of raising
+            (a traceback would bury the line).  Not for twistd's daemon mode:
+            there the waiting parent learns of a failure only from the
+            exception, which it reports in one line before exiting 1.
+        @param pidfile: twistd's pid file, if any.  twistd removes it when
+            starting fails with an exception; exiting bypasses that, so this
+            service removes it (if it still names this process) before it exits.
+        @param log_observer: an L{ILogObserver} to give the twistd Application
+            this service is added to (see L{chatservice.logs}); None leaves
+            the Application's logging alone.
         """
         super().__init__()
-        self._handle_signals = handle_signals
+        self._owns_process = owns_process
+        self._exit_if_cannot_listen = exit_if_cannot_listen
+        self._pidfile = pidfile
+        self._log_observer = log_observer
         self._stop_signalled = False
+        self._stream_listeners: list = []
         self.room = room
         self.registry = registry
         self.admission = admission
         self._clock = clock
         self._grace = grace
 
+    # -- wiring ------------------------------------------------------------
+
+    def add_stream_listener(self, listener) -> None:
+        """Add a child that accepts connections: it stops first, before the goodbyes."""
+        listener.setServiceParent(self)
+        self._stream_listeners.append(listener)
+
+    def add_datagram_listener(self, listener) -> None:
+        """Add a child that carries datagrams: it stops last, after the goodbyes."""
+        listener.setServiceParent(self)
+
+    def setServiceParent(self, parent) -> None:
+        """
+        Join C{parent}; under twistd that is the Application, whose
+        L{ILogObserver} component twistd logs to, so set ours there.
+        """
+        super().setServiceParent(parent)
+        if self._log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._log_observer)
+
+    # -- starting ----------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        """Listen (twistd calls this before dropping privileges)."""
+        try:
+            super().privilegedStartService()
+        except CannotListenError:
+            if self._exit_if_cannot_listen:
+                self._exit_1()
+            raise
+
     def startService(self) -> None:
         self.log.info("chatroom starting")
-        super().startService()
-        if self._handle_signals:
+        try:
+            super().startService()
+        except CannotListenError:
+            if self._exit_if_cannot_listen:
+                self._exit_1()
+            raise
+        if self._owns_process:
             # twistd starts services before the reactor runs and installs its
             # own handlers; ours must come after those.
             self._clock.callWhenRunning(self._install_signal_handlers)
+
+    def _exit_1(self) -> None:
+        """End the process with status 1: the listener has logged why, in one line."""
+        if self._pidfile:
+            try:
+                with open(self._pidfile) as f:
+                    ours = f.read().strip() == str(os.getpid())
+                if ours:
+                    os.remove(self._pidfile)
+            except FileNotFoundError:
+                pass
+        raise SystemExit(1) from None
 
     def _install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -56,16 +132,44 @@ class ChatService(MultiService):
         self.log.info("Received {signal}, shutting down", signal=signal.Signals(signum).name)
         self._clock.callFromThread(self._clock.stop)
 
-    def stopService(self):
-        """Say goodbye on every transport, wait a bounded grace, then stop listening."""
+    # -- stopping ----------------------------------------------------------
+
+    def stopService(self) -> defer.Deferred:
+        """
+        Stop accepting connections, say goodbye on every transport, wait a
+        bounded grace, then stop the datagram listeners and other children.
+        """
+        Service.stopService(self)
+        accepting = [
+            defer.maybeDeferred(listener.stopService)
+            for listener in reversed(self._stream_listeners)
+            if listener.running
+        ]
+        d = defer.DeferredList(accepting, consumeErrors=True)
+        d.addCallback(self._stopped_accepting)
+        d.addCallback(lambda _: self._say_goodbye())
+        d.addCallback(lambda _: self._stop_the_rest())
+        return d
+
+    def _stopped_accepting(self, results) -> None:
+        for succeeded, result in results:
+            if not succeeded:
+                self.log.failure("A listener failed to stop", result)
+
+    def _say_goodbye(self) -> defer.Deferred:
         self.log.info(
             "Shutting down; saying goodbye to {count} users", count=self.room.connected
         )
         d = self.room.close_all(SHUTDOWN_NOTICE)
         d.addTimeout(self._grace, self._clock, onTimeoutCancel=self._grace_expired)
-        d.addCallback(lambda _: MultiService.stopService(self))
         return d
 
     def _grace_expired(self, result, timeout):
         self.log.warn("Shutdown grace of {timeout}s ran out; closing anyway", timeout=timeout)
         return None
+
+    def _stop_the_rest(self) -> defer.Deferred:
+        """Stop every child but the stream listeners (already stopped), last added first."""
+        rest = [child for child in reversed(list(self)) if child not in self._stream_listeners]
+        return defer.DeferredList([defer.maybeDeferred(child.stopService) for child in rest])
+

@@ -5,21 +5,28 @@ Transports hand it decoded lines; it applies the chat rules through the room
 and the registry.  It never sees a socket, so every transport shares it.
 """
 
+from collections import deque
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatservice import commands
 from chatservice.commands import Help, Me, Msg, Nick, Quit, Say, Who
-from chatservice.errors import ChatError, NotAllowed
+from chatservice.errors import ChatError, InvalidNick, NotAllowed
 from chatservice.events import Emote, Notice, Refusal, Said
-from chatservice.flood import FloodGuard, Verdict
+from chatservice.flood import FloodGuard
 from chatservice.limits import Limits
+from chatservice.nicks import validate
 from chatservice.render import scrub
 
 GREETING = "welcome to chatroom, what is your nickname?"
 ASK_AGAIN = "what is your nickname?"
-#: Lines that arrive while the registry is answering are kept, up to this many.
-MAX_QUEUED_LINES = 64
+#: Seconds the nick registry has to answer; then the user is told and the session ends.
+REGISTRY_TIMEOUT = 10.0
+#: A sender over the flood rate is told so at most once per this many seconds.
+SLOWED_NOTICE_INTERVAL = 10.0
+#: Lines refused because the held queue is full are reported at most once per second.
+REFUSED_NOTICE_INTERVAL = 1.0
 
 _AWAITING, _JOINED, _GONE = "awaiting nick", "joined", "gone"
 
@@ -28,10 +35,17 @@ class Session:
     """
     The chat rules for one participant.
 
+    Lines are applied in the order they arrive.  A line that may not go yet
+    (over the flood rate, or the registry is still answering an earlier one)
+    is held, and the participant is asked to pause its input until the held
+    lines have gone: TCP stops reading its socket, so a paste is relayed at the
+    sustained rate with nothing lost and nothing kept by the server; UDP cannot
+    pause, so at most C{limits.flood.queue} lines are held and more are refused.
+
     @param participant: the L{IParticipant} this session speaks for; the
         session sets its C{nick}.
     @param registry: an L{INickRegistry}; its answers may be Deferreds.
-    @param clock: an C{IReactorTime} for flood accounting and the login timer.
+    @param clock: an C{IReactorTime} for flood accounting and the timers.
     """
 
     log = Logger()
@@ -43,8 +57,13 @@ class Session:
         self._clock = clock
         self._limits = limits
         self._state = _AWAITING
-        self._busy = False
-        self._queued: list[str] = []
+        self._busy = False  # a registry call is under way
+        self._held: deque[str] = deque()
+        self._release_call = None  # when the first held line may go
+        self._draining = False
+        self._input_paused = False
+        self._slowed_told_at = float("-inf")
+        self._refused_told_at = float("-inf")
         self._flood = FloodGuard(limits.flood, clock.seconds())
         self._login_timer = None
 
@@ -57,6 +76,11 @@ class Session:
     def gone(self) -> bool:
         """Whether the session has ended."""
         return self._state == _GONE
+
+    @property
+    def held(self) -> int:
+        """Lines received but not applied yet (flood control or a pending registry answer)."""
+        return len(self._held)
 
     def start(self, nick: str | None = None) -> None:
         """
@@ -74,16 +98,100 @@ class Session:
         else:
             self.handle(nick)
 
+    # -- input: in order, at the flood rate ---------------------------------
+
     def handle(self, line: str) -> None:
-        """Apply one line of user text; refusals go back to the user as C{! } lines."""
+        """Take one line of user text; it is applied now or, in order, once it may go."""
         if self._state == _GONE:
             return
-        if self._busy:
-            if len(self._queued) < MAX_QUEUED_LINES:
-                self._queued.append(line)
+        if self._flood.abusive(self._clock.seconds()):
+            self.log.warn("{nick} kicked for flooding", nick=self._participant.nick)
+            self.end("flooding", goodbye="disconnected for flooding")
             return
+        if self._held or self._busy or self._release_call is not None:
+            self._hold(line)
+        else:
+            self._offer(line)
+
+    def _hold(self, line: str) -> None:
+        """Keep C{line} for later, within the bound; refuse it beyond."""
+        bound = self._limits.flood.queue
+        if len(self._held) >= bound:
+            now = self._clock.seconds()
+            if now - self._refused_told_at >= REFUSED_NOTICE_INTERVAL:
+                self._refused_told_at = now
+                self.log.warn("{nick} has {bound} lines held; refusing more",
+                              nick=self._participant.nick, bound=bound)
+                self._tell(Refusal(
+                    f"slow down: {bound} of your lines are already waiting; line dropped"
+                ))
+            return
+        self._held.append(line)
+        self._pause_input()
+
+    def _offer(self, line: str) -> None:
+        """Apply C{line} if the flood rate allows it now; otherwise hold it at the front."""
+        wait = self._flood.take(self._clock.seconds())
+        if wait > 0:
+            self._held.appendleft(line)
+            self._pause_input()
+            self._slowed()
+            self._release_call = self._clock.callLater(wait, self._release_held)
+            return
+        self._apply_line(line)
+
+    def _release_held(self) -> None:
+        """The bucket has a token again: let held lines go."""
+        self._release_call = None
+        self._drain()
+
+    def _drain(self) -> None:
+        """Apply held lines while they may go; read input again once none is held."""
+        if self._draining:
+            return  # the loop below is already running further up the stack
+        self._draining = True
         try:
-            self._handle(line)
+            while (self._held and not self._busy and self._release_call is None
+                   and self._state != _GONE):
+                self._offer(self._held.popleft())
+        finally:
+            self._draining = False
+        if (not self._held and not self._busy and self._release_call is None
+                and self._state != _GONE):
+            self._resume_input()
+
+    def _slowed(self) -> None:
+        """Tell the sender, once in a while, that its lines are being held back."""
+        now = self._clock.seconds()
+        if now - self._slowed_told_at < SLOWED_NOTICE_INTERVAL:
+            return
+        self._slowed_told_at = now
+        self.log.info("{nick} is over the flood rate; holding lines back",
+                      nick=self._participant.nick)
+        rate = self._limits.flood.rate
+        self._tell(Notice(
+            f"slow down: you may send {rate:g} lines per second; "
+            "your next lines are held back and sent at that rate"
+        ))
+
+    def _pause_input(self) -> None:
+        if not self._input_paused:
+            self._input_paused = True
+            self._participant.pause_input()
+
+    def _resume_input(self) -> None:
+        if self._input_paused:
+            self._input_paused = False
+            self._participant.resume_input()
+
+    def _apply_line(self, line: str) -> None:
+        """Parse and apply one line; refusals go back to the user as C{! } lines."""
+        try:
+            command = commands.parse(scrub(line))
+            if self._state == _AWAITING:
+                self._before_joining(command)
+            elif command is not None:
+                self._apply(command)
         except ChatError as refusal:
             self._refuse(str(refusal))
         except Exception:
@@ -92,28 +200,9 @@ class Session:
             )
             self.end("internal error", goodbye="internal error, disconnecting")
 
-    def _handle(self, line: str) -> None:
-        verdict = self._flood.check(self._clock.seconds())
-        if verdict is Verdict.KICK:
-            self.log.warn("{nick} kicked for flooding", nick=self._participant.nick)
-            self.end("flooding", goodbye="disconnected for flooding")
-            return
-        if verdict is Verdict.WARN:
-            self.log.warn("{nick} is flooding", nick=self._participant.nick)
-            rate = self._limits.flood.rate
-            self._refuse(f"slow down: at most {rate:g} lines per second; lines dropped")
-            return
-        if verdict is Verdict.DROP:
-            return
-        command = commands.parse(scrub(line))
-        if command is None:
-            return
-        if self._state == _AWAITING:
-            self._before_joining(command)
-        else:
-            self._apply(command)
-
     def _before_joining(self, command) -> None:
+        if command is None:
+            raise InvalidNick("type a nickname: it cannot be empty")
         if isinstance(command, Say):
             self._choose_nick(command.text.strip())
         elif isinstance(command, Nick):
@@ -145,38 +234,67 @@ class Session:
 
     # -- the registry, which may answer later ---------------------------
 
-    def _ask_registry(self, on_answer, call, *args) -> None:
-        """Call the registry; hold further lines until it has answered."""
+    def _ask_registry(self, on_answer, undo, call, *args) -> None:
+        """
+        Call the registry; hold further lines until it has answered.
+
+        Every outcome is handled: the answer, a refusal (a C{! } line), a bug
+        (logged; this session ends), or no answer within L{REGISTRY_TIMEOUT}
+        (the user is told and the session ends; C{undo} then gives back what
+        the registry may still grant after we stopped waiting).
+        """
         self._busy = True
         d = defer.maybeDeferred(call, *args)
-        d.addCallbacks(on_answer, self._registry_refused)
+        if not d.called:
+            self._pause_input()
+            d.addTimeout(REGISTRY_TIMEOUT, self._clock)
+        d.addCallbacks(on_answer, self._registry_failed, errbackArgs=(undo,))
         d.addErrback(self._internal_error)
         d.addBoth(self._registry_answered)
+
+    def _registry_failed(self, failure, undo) -> None:
+        if failure.check(ChatError):
+            if self._state != _GONE:
+                self._refuse(failure.getErrorMessage())
+            return
+        if failure.check(defer.TimeoutError):
+            self.log.warn(
+                "The nick registry did not answer {nick} within {timeout}s",
+                nick=self._participant.nick, timeout=REGISTRY_TIMEOUT,
+            )
+            undo()
+            self.end("server error", goodbye="the server could not check nicknames in time; "
+                     "please try again later")
+            return
+        failure.raiseException()
 
     def _internal_error(self, failure) -> None:
         """A bug showed up while asking the registry: log it, end this session only."""
         self.log.failure("Registry call for {nick} failed", failure, nick=self._participant.nick)
         self.end("internal error", goodbye="internal error, disconnecting")
 
-    def _registry_refused(self, failure):
-        failure.trap(ChatError)
-        if self._state != _GONE:
-            self._refuse(failure.getErrorMessage())
-
     def _registry_answered(self, _) -> None:
         self._busy = False
-        queued, self._queued = self._queued, []
-        for line in queued:
-            self.handle(line)
+        self._drain()
+
+    def _release(self, nick: str) -> None:
+        """Give C{nick} back; a failure or a registry that never answers is logged, not raised."""
+        d = defer.maybeDeferred(self._registry.release, nick, self)
+        if not d.called:
+            d.addTimeout(REGISTRY_TIMEOUT, self._clock)
+        d.addErrback(lambda f: self.log.failure("Releasing {nick} failed", f, nick=nick))
 
     def _choose_nick(self, nick: str) -> None:
         if self._room.closing:
             raise NotAllowed("server shutting down")
-        self._ask_registry(self._nick_reserved, self._registry.reserve, nick, self)
+        validate(nick)  # a nick that breaks the rules needs no registry round trip
+        self._ask_registry(
+            self._nick_reserved, lambda: self._release(nick), self._registry.reserve, nick, self
+        )
 
     def _nick_reserved(self, nick: str) -> None:
         if self._state == _GONE:
-            self._registry.release(nick, self)
+            self._release(nick)
             return
         self._participant.nick = nick
         self._state = _JOINED
@@ -193,6 +311,7 @@ class Session:
             raise NotAllowed(f"you are already {old}")
         self._ask_registry(
             lambda renamed: self._renamed(old, renamed),
+            lambda: self._release(new),
             self._registry.rename,
             old,
             new,
@@ -201,7 +320,7 @@ class Session:
 
     def _renamed(self, old: str, new: str) -> None:
         if self._state != _JOINED:
-            self._registry.release(new, self)
+            self._release(new)
             return
         self._participant.nick = new
         self._room.rename(self._participant, old, new)
@@ -240,7 +359,10 @@ class Session:
             return
         was_joined = self._state == _JOINED
         self._state = _GONE
-        self._queued = []
+        self._held.clear()
+        if self._release_call is not None and self._release_call.active():
+            self._release_call.cancel()
+        self._release_call = None
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
@@ -248,8 +370,7 @@ class Session:
         self._room.leave(self._participant, reason)
         self._room.exit(self._participant)
         if was_joined:
-            d = defer.maybeDeferred(self._registry.release, nick, self)
-            d.addErrback(lambda f: self.log.failure("Releasing {nick} failed", f, nick=nick))
+            self._release(nick)
         if goodbye is not None:
             d = defer.maybeDeferred(self._participant.close, goodbye)
             d.addErrback(lambda f: self.log.failure("Closing {nick} failed", f, nick=nick))

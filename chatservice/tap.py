@@ -1,12 +1,20 @@
 # -*- test-case-name: tests.test_tap -*-
 """C{twistd chatroom}: its options and the service they build."""
 
-from twisted.application import internet, strports
+import sys
+
+from twisted import copyright
 from twisted.python import usage
 
+from chatservice import __version__, logs
 from chatservice.flood import FloodPolicy
 from chatservice.limits import Admission, Limits
-from chatservice.listen import datagram_address, stream_description
+from chatservice.listen import (
+    DatagramListener,
+    StreamListener,
+    datagram_address,
+    stream_description,
+)
 from chatservice.nicks import NickRegistry
 from chatservice.room import Room
 from chatservice.service import ChatService
@@ -59,6 +67,10 @@ class Options(usage.Options):
          _non_negative_float],
         ["flood-burst", None, _DEFAULTS.flood.burst,
          "Lines a user may send at once above --flood-rate.", _non_negative_int],
+        ["flood-queue", None, _DEFAULTS.flood.queue,
+         "Lines a UDP user may have waiting when over --flood-rate; further lines "
+         "are refused (TCP users are slowed by not reading their socket instead).",
+         _non_negative_int],
         ["max-clients", None, _DEFAULTS.max_clients,
          "Users connected at once over all transports (0: no limit).", _non_negative_int],
         ["max-per-ip", None, _DEFAULTS.max_per_ip,
@@ -69,11 +81,21 @@ class Options(usage.Options):
          "Seconds of silence after which a UDP user expires.", _non_negative_float],
         ["shutdown-grace", None, _DEFAULTS.shutdown_grace,
          "Seconds to wait on stop for goodbyes to reach every user.", _non_negative_float],
+        ["log-level", None, logs.DEFAULT_LEVEL,
+         "Least severe events twistd logs: " + ", ".join(logs.LEVELS) + " (debug adds "
+         "wire detail such as UDP retransmissions).", logs.log_level],
     ]
+
+    def opt_version(self) -> None:
+        """Display chatroom's version (and Twisted's) and exit."""
+        sys.stdout.write(f"chatroom {__version__} (Twisted {copyright.version})\n")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         # usage.Options does not pass defaults through their coerce function.
-        for name, parse in (("tcp", stream_description), ("udp", datagram_address)):
+        for name, parse in (
+            ("tcp", stream_description), ("udp", datagram_address), ("log-level", logs.log_level)
+        ):
             if isinstance(self[name], str):
                 try:
                     self[name] = parse(self[name])
@@ -91,7 +113,9 @@ class Options(usage.Options):
         self["limits"] = Limits(
             max_line=self["max-line"],
             max_backlog=self["max-backlog"],
-            flood=FloodPolicy(rate=self["flood-rate"], burst=self["flood-burst"]),
+            flood=FloodPolicy(
+                rate=self["flood-rate"], burst=self["flood-burst"], queue=self["flood-queue"]
+            ),
             max_clients=self["max-clients"],
             max_per_ip=self["max-per-ip"],
             login_timeout=self["login-timeout"],
@@ -105,31 +129,40 @@ def makeService(options, reactor=None) -> ChatService:
     Build the chat service from parsed C{options}.
 
     @param reactor: the reactor to listen and keep time with; the global one
-        if None (the only place besides the client that falls back to it).
+        if None (the only place besides the client that falls back to it),
+        and then the service owns the process: it takes SIGTERM, exits 1 if it
+        cannot listen (in twistd's daemon mode it raises, so twistd's waiting
+        parent hears of it), and under twistd logs at C{--log-level}.
     """
-    handle_signals = reactor is None
+    owns_process = reactor is None
     if reactor is None:
         from twisted.internet import reactor
     limits: Limits = options["limits"]
+    log_observer = None
+    daemon = False
+    pidfile = ""
+    if owns_process and logs.is_twistd(options.parent):
+        if not options.parent["logger"]:  # twistd --logger=FACTORY wins, as twistd documents
+            log_observer = logs.twistd_observer(options.parent, options["log-level"], reactor)
+        # twistd sets "nodaemon" from -n (and --debug) before it builds the service.
+        daemon = not options.parent["nodaemon"]
+        pidfile = options.parent["pidfile"] or ""
     registry = NickRegistry()
     room = Room(clock=reactor)
     admission = Admission(limits.max_clients, limits.max_per_ip)
     service = ChatService(
         room, registry, admission, reactor, grace=limits.shutdown_grace,
-        handle_signals=handle_signals,
+        owns_process=owns_process, exit_if_cannot_listen=owns_process and not daemon,
+        pidfile=pidfile, log_observer=log_observer,
     )
     if options["tcp"] is not None:
         factory = LineChatFactory(room, registry, reactor, admission, limits)
-        strports.service(options["tcp"], factory, reactor=reactor).setServiceParent(service)
+        service.add_stream_listener(StreamListener(reactor, options["tcp"], factory))
     if options["udp"] is not None:
-        address = options["udp"]
         protocol = DatagramChat(room, registry, reactor, admission, limits)
-        udp = internet.UDPServer(
-            address.port,
-            protocol,
-            interface=address.interface,
-            maxPacketSize=protocol.max_datagram_read,
-            reactor=reactor,
+        service.add_datagram_listener(
+            DatagramListener(
+                reactor, options["udp"], protocol, max_packet_size=protocol.max_datagram_read
+            )
         )
-        udp.setServiceParent(service)
     return service

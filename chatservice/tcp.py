@@ -3,15 +3,24 @@
 
 A connection is one L{IParticipant}: bytes become lines for its session, and
 the room's events become CRLF-terminated UTF-8 lines.  No chat logic here.
-"""
 
-import re
+Input goes through three steps, each cheap when it has nothing to do:
+ 1. telnet (L{chatservice.telnet}): commands answered or applied, CR LF and
+    CR NUL made LF.  Skipped for a read with neither IAC nor CR in it, which
+    is every read nc sends.
+ 2. framing: one C{bytes.split} per read; a line longer than C{--max-line}
+    is refused and skipped up to its newline, and the partial line held
+    between reads never exceeds C{--max-line} bytes.
+ 3. hand-over: each line, its backspaces and DELs applied, goes to the
+    session, unless the session has paused input (L{pause_input}); then the
+    lines wait here, in order, and the socket is not read until
+    L{resume_input}.
+"""
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from chatservice.errors import ChatError
@@ -20,17 +29,13 @@ from chatservice.interfaces import IParticipant
 from chatservice.limits import Limits
 from chatservice.render import RenderCache, as_bytes
 from chatservice.session import Session
+from chatservice.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
 
 #: Seconds a closing connection may take to flush its goodbye before it is cut.
 CLOSE_GRACE = 10.0
 
-# IAC IAC (a literal 0xFF), IAC SB ... IAC SE, IAC WILL/WONT/DO/DONT opt, IAC cmd.
-_TELNET_COMMAND = re.compile(rb"\xff(?:\xfa.*?(?:\xff\xf0|\Z)|[\xfb-\xfe].?|.?)", re.DOTALL)
-
-
-def strip_telnet(line: bytes) -> bytes:
-    """Remove telnet IAC negotiation from C{line}; it is never relayed."""
-    return _TELNET_COMMAND.sub(b"", line)
+#: Stands in the queue of held lines for a line that was too long (its bytes are gone).
+_TOO_LONG = None
 
 
 @implementer(IPushProducer)
@@ -91,10 +96,17 @@ class SendQueue:
 
 
 @implementer(IParticipant)
-class LineChatProtocol(LineReceiver):
-    """A telnet or nc user: one UTF-8 line in, one call to the session."""
+class LineChatProtocol(Protocol):
+    """
+    A telnet or nc user: one UTF-8 line in, one call to the session.
 
-    delimiter = b"\n"  # nc sends LF, telnet CRLF: split on LF, strip CR ourselves
+    @ivar MAX_LENGTH: the longest line, in bytes without its line end
+        (C{--max-line}).
+    @ivar _buffer: the partial line received so far (at most C{MAX_LENGTH}).
+    @ivar _pending: complete lines not yet handed to the session, in order,
+        while input is paused; L{_TOO_LONG} marks a refused line.
+    """
+
     via = "tcp"
     nick = None
     log = Logger()
@@ -103,8 +115,12 @@ class LineChatProtocol(LineReceiver):
         self.factory = factory
         self.MAX_LENGTH = factory.limits.max_line
         self._host = host
+        self._telnet = TelnetDecoder()
+        self._buffer = b""
+        self._pending: list[bytes | None] = []
         self._discarding = False
-        self._rest: bytes | None = None
+        self._paused = False
+        self._handing_over = False
         self._closed: list[defer.Deferred] = []
         self._gone = False
         self._abort_call = None
@@ -120,40 +136,138 @@ class LineChatProtocol(LineReceiver):
             self.transport, self.factory.limits.max_backlog, self._too_slow
         )
         self.transport.registerProducer(self._queue, True)
-        self._session = Session(
-            self, self.factory.room, self.factory.registry, self.factory.clock,
-            self.factory.limits,
-        )
+        self._session = self.factory.make_session(self)
         self._session.start()
 
     # -- input --------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Split lines as LineReceiver does, but survive an over-long line."""
-        while data:
-            if self._discarding:
-                newline = data.find(b"\n")
-                if newline < 0:
-                    return
-                self._discarding = False
-                data = data[newline + 1 :]
-                continue
-            LineReceiver.dataReceived(self, data)
-            data, self._rest = self._rest, None
+        """
+        Decode telnet if there is any, split lines, hand them over.
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """Refuse the long line, discard it up to its newline, keep the connection."""
-        self._refuse(f"line too long (max {self.MAX_LENGTH} bytes)")
-        newline = line.find(b"\n")
-        if newline < 0:
+        A partial line is kept between reads up to C{MAX_LENGTH} bytes; past
+        that it is refused (in its place among the lines) and the rest of it,
+        up to its newline, is skipped.
+        """
+        telnet = self._telnet
+        if b"\xff" in data or not telnet.idle:
+            data = self._telnet_commands(data)
+        elif b"\r" in data:
+            data = telnet.line_ends(data)
+        # Framing: one split per read.
+        if self._discarding:  # the rest of a line that was too long
+            newline = data.find(b"\n")
+            if newline < 0:
+                return
+            self._discarding = False
+            data = data[newline + 1 :]
+        lines: list[bytes | None] = data.split(b"\n")
+        partial = lines.pop()
+        if self._buffer:
+            if lines:
+                lines[0] = self._buffer + lines[0]
+            else:
+                partial = self._buffer + partial
+        if len(partial) > self.MAX_LENGTH:
+            # Refused in its place among the lines; the rest of it is skipped.
+            partial = b""
             self._discarding = True
-        else:
-            self._rest = line[newline + 1 :]
+            lines.append(_TOO_LONG)
+        self._buffer = partial
+        if lines:
+            if self._pending:
+                self._pending.extend(lines)
+            else:
+                self._pending = lines
+            self._hand_over()
 
-    def lineReceived(self, line: bytes) -> None:
-        if b"\xff" in line:
-            line = strip_telnet(line)
-        self._session.handle(line.rstrip(b"\r").decode("utf-8", errors="replace"))
+    def _telnet_commands(self, data: bytes) -> bytes:
+        """Answer and apply the telnet commands in C{data}; return its line data."""
+        decoded = self._telnet.decode(data)
+        if decoded.replies and not self._gone and not self.transport.disconnecting:
+            self._queue.write(decoded.replies)  # in order with the output
+        if decoded.commands:
+            self.log.debug(
+                "Telnet from {host} ({nick}): {commands}; answered: {answers}",
+                host=self._host, nick=self.nick,
+                commands=decoded.commands, answers=decoded.answers,
+            )
+        if decoded.abandoned:
+            self.log.warn(
+                "Telnet subnegotiation from {host} ({nick}) too long; abandoned",
+                host=self._host, nick=self.nick,
+            )
+        if decoded.kill:  # IP or EL: the line being typed is discarded
+            self._buffer = b""
+            self._discarding = False
+        return decoded.data
+
+    def _hand_over(self) -> None:
+        """
+        Give the session the pending lines, in order, until input is paused.
+
+        Each line is decoded as UTF-8 (invalid bytes become U+FFFD) and has its
+        backspaces and DELs applied.  Re-entrant calls (the session resuming
+        input from inside C{handle}) return at once: the loop already running
+        goes on with the next line.
+        """
+        if self._handing_over:
+            return
+        self._handing_over = True
+        try:
+            limit = self.MAX_LENGTH
+            while self._pending:
+                lines, self._pending = self._pending, []
+                for index, line in enumerate(lines):
+                    if self._paused or self._gone or self.transport.disconnecting:
+                        if self._gone or self.transport.disconnecting:
+                            self._pending = []  # closing: nothing more from this user
+                        else:  # paused: the rest waits, in order, before anything newer
+                            del lines[:index]
+                            lines.extend(self._pending)
+                            self._pending = lines
+                        return
+                    if line is _TOO_LONG or len(line) > limit:
+                        self._refuse(f"line too long (max {limit} bytes)")
+                        continue
+                    text = line.decode("utf-8", errors="replace")
+                    if BACKSPACE in line or DELETE in line:
+                        text = erase(text)
+                    self._session.handle(text)
+        finally:
+            self._handing_over = False
+
+    def pause_input(self) -> None:
+        """
+        Hand the session no more lines, and stop reading the socket, until L{resume_input}.
+
+        Lines already read wait here as they are (at most the rest of one
+        read); the kernel and then the sender's own TCP window hold the rest.
+        This pauses the transport's reading only: output keeps flowing (the
+        L{SendQueue} is a separate producer, for writing).
+        """
+        if self._paused:
+            return
+        self._paused = True
+        if not self._gone and not self.transport.disconnecting:
+            self.transport.pauseProducing()
+
+    def resume_input(self) -> None:
+        """
+        Hand over the lines that waited, then read the socket again.
+
+        Safe from a timer, from inside the session's C{handle} (the line
+        being handed over finishes first), and after the connection is gone.
+        A line handed over may pause input again; then reading stays paused.
+        """
+        if not self._paused:
+            return
+        self._paused = False
+        if self._gone:
+            return
+        self._hand_over()
+        if not self._paused and not self.transport.disconnecting:
+            self.transport.resumeProducing()
 
     # -- output -------------------------------------------------------------
 
@@ -190,6 +304,7 @@ class LineChatProtocol(LineReceiver):
 
     def connectionLost(self, reason) -> None:
         self._gone = True
+        self._pending = []
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
@@ -215,6 +330,7 @@ class LineChatFactory(Factory):
     """Builds one L{LineChatProtocol} per connection, admitted within the limits."""
 
     log = Logger()
+    noisy = False  # the listener logs where it listens; "Starting factory" adds nothing
 
     def __init__(self, room, registry, clock, admission, limits: Limits = Limits()):
         self.room = room
@@ -234,6 +350,10 @@ class LineChatFactory(Factory):
             self.log.warn("Refused a connection from {host}: {why}", host=host, why=str(refusal))
             return _Refuse(str(refusal))
         return LineChatProtocol(self, host)
+
+    def make_session(self, participant: LineChatProtocol) -> Session:
+        """The chat rules for one new connection (tests give a fake here)."""
+        return Session(participant, self.room, self.registry, self.clock, self.limits)
 
     def encode(self, events) -> bytes:
         """Encode a batch of events; the room hands many users the same batch."""

@@ -1,17 +1,29 @@
 # -*- test-case-name: tests.test_udp -*-
-"""The UDP chat: address-validated join, then reliable lines both ways.
+"""The UDP chat: address-validated join, a per-session secret, then reliable lines both ways.
 
-Wire format (docs/udp-protocol.md): C{HELLO} gets a small C{TOKEN t} (never
-more than three times the request's bytes); C{JOIN t NICK} admits the address
-if C{t} is its token.  From then on data and ACK frames of
-L{chatservice.reliable} carry the same lines as TCP, and C{PING} gets C{PONG}.
-An address that has not joined gets nothing but that one token reply, so the
-port cannot be used to flood a third party with spoofed requests.
+Wire format (docs/udp-protocol.md):
+
+ - A stranger's C{HELLO} gets a small C{TOKEN t} (never more than three times the request's
+   bytes); C{JOIN t NICK} with the token of its address asks to join.  An address that has not
+   joined gets nothing but that one token reply, so the port cannot be used to flood a third
+   party with spoofed requests.
+ - A refused join (invalid or taken nick, server full, shutting down) gets one unnumbered
+   C{! reason} datagram and leaves nothing behind: no peer, no admission slot, no timer.
+ - An accepted join gets C{SESSION s}, where C{s} is 16 hex digits (64 random bits, new for each
+   session), then numbered lines from seq 1.  A repeated JOIN with a valid token from the joined
+   address gets C{SESSION s} again and changes nothing (the first may have been lost).
+ - After that every datagram from the client starts with C{s} and a space: data and ACK frames
+   of L{chatservice.reliable}, C{PING} (answered C{PONG}) and C{BYE} (ends the session as a
+   quit).  A datagram from a joined address without the right secret is ignored: no reply, and
+   it is no proof of life.  So whoever can forge a joined user's source address but cannot see
+   the user's traffic can neither inject lines, acknowledge the user's lines away, nor use the
+   server to send anything to that address.
 """
 
 import hashlib
 import hmac
 import os
+import secrets
 
 from twisted.internet import defer, error
 from twisted.internet.protocol import DatagramProtocol
@@ -30,21 +42,32 @@ from chatservice.reliable import (
     ReliableChannel,
     parse_frame,
 )
-from chatservice.render import RenderCache
+from chatservice.render import RenderCache, as_bytes
 from chatservice.session import Session
 
-#: The largest datagram a client may send, and the largest the server sends.
+#: The largest datagram a client may send (its secret included), and the largest the server sends.
 MAX_DATAGRAM = 1200
 #: A token is good for the epoch it was made in and the next one.
 TOKEN_EPOCH = 60.0
 _TOKEN_HEX = 10  # 40 bits; with the newline the reply is 17 bytes
+#: Random bytes in a session secret: 64 bits, written as 16 lowercase hex digits.
+SESSION_SECRET_BYTES = 8
 #: Stands in for a numbered line that was too long, so its refusal keeps its place.
 TOO_LONG = b"\x00too long"
+#: The session takes JOIN's nick as this command, so a nick such as C{/help} is refused as a
+#: nick rather than run as a command (JOIN names a nick, never a command).
+_JOIN_AS = "/nick "
 
 
 @implementer(IParticipant)
 class UdpPeer:
-    """One joined address: its reliable channel and its session."""
+    """
+    One address that asked to join: its session, its secret and its reliable channel.
+
+    A peer is pending until its session has joined: it sends nothing numbered and takes no
+    datagram.  A refusal then (or a close) is sent as one unnumbered C{! } datagram, and the peer
+    is forgotten at once.  Once joined it sends C{SESSION s}, then numbered lines.
+    """
 
     via = "udp"
     nick = None
@@ -54,6 +77,7 @@ class UdpPeer:
         self._chat = chat
         self.address = address
         self.last_heard = chat.clock.seconds()
+        self.session_secret = secrets.token_hex(SESSION_SECRET_BYTES).encode("ascii")
         self.channel = ReliableChannel(
             chat.clock,
             self._send,
@@ -61,18 +85,54 @@ class UdpPeer:
             self._gave_up,
             max_payload=MAX_DATAGRAM - 1,  # send() adds a newline
             max_line=MAX_DATAGRAM,
+            peer=address,
         )
         self.session = Session(self, chat.room, chat.registry, chat.clock, chat.limits)
+        self._announced = False
         self._closing = False
         self._gone = False
         self._close_waiters: list[defer.Deferred] = []
 
+    @property
+    def joined(self) -> bool:
+        """Whether C{SESSION} was sent: from then on, datagrams with the secret are this user's."""
+        return self._announced
+
+    def start(self, nick: str) -> None:
+        """Ask the session for C{nick}; the answer may come now or later."""
+        self.session.start(_JOIN_AS + nick)
+
     def _send(self, datagram: bytes) -> None:
         self._chat.send(datagram, self.address)
 
-    def datagram_received(self, frame) -> None:
-        """A frame from this peer's address."""
-        self.last_heard = self._chat.clock.seconds()
+    def _announce(self) -> None:
+        """Tell the client its session secret (again, for a repeated JOIN)."""
+        if not self._announced:
+            self._announced = True
+            self.log.info("UDP peer {address} joined as {nick}", address=self.address,
+                          nick=self.nick)
+        self._send(b"SESSION " + self.session_secret)
+
+    def rejoined(self) -> None:
+        """A repeated JOIN with a valid token: the first C{SESSION} may have been lost."""
+        if self._announced and not self._gone:
+            self._announce()
+
+    def authenticated(self, datagram: bytes) -> bytes | None:
+        """
+        The frame after this peer's secret, or None if the datagram does not start with it.
+
+        Compared in constant time, so the answer's timing tells a forger nothing about the secret.
+        """
+        if not self._announced:
+            return None
+        head, _, frame = datagram.partition(b" ")
+        if not hmac.compare_digest(head, self.session_secret):
+            return None
+        return frame
+
+    def frame_received(self, frame) -> None:
+        """A frame that came with this peer's secret."""
         if isinstance(frame, DataFrame) and frame.more:
             # Clients send one line per datagram; a continued line is too long.
             frame = DataFrame(frame.seq, False, TOO_LONG)
@@ -80,6 +140,8 @@ class UdpPeer:
             self.channel.frame_received(frame)
         elif frame.verb == "PING":
             self._send(b"PONG")
+        elif frame.verb == "BYE":
+            self._bye()
 
     def _line_received(self, line: bytes) -> None:
         if line is TOO_LONG:  # identity: a client typing these bytes is just text
@@ -87,16 +149,55 @@ class UdpPeer:
             return
         self.session.handle(line.decode("utf-8", errors="replace"))
 
+    def pause_input(self) -> None:
+        """
+        Nothing to do: UDP cannot stop its sender.
+
+        The session holds the lines that come meanwhile in its own bounded queue.
+        """
+
+    def resume_input(self) -> None:
+        """Nothing to do: see L{pause_input}; the session hands its held lines over itself."""
+
     def deliver(self, events) -> None:
-        """Number and send each event as its own line (pieces if long)."""
+        """Number and send each event as its own line (pieces if long), after C{SESSION}."""
         if self._closing or self._gone:
             return  # the goodbye is the last line
+        if not self._announced:
+            if not self.session.joined:
+                self._refused(events)
+                return
+            self._announce()
         for event in events:
             self.channel.send_line(self._chat.render(event))
+
+    def _refused(self, events) -> None:
+        """Before the join: a refusal ends the attempt; nothing else is shown."""
+        for event in events:
+            if isinstance(event, Refusal):
+                self.log.info(
+                    "UDP join from {address} refused: {text}", address=self.address,
+                    text=event.text,
+                )
+                self._send_unnumbered_and_forget(event, "refused")
+                return
+
+    def _send_unnumbered_and_forget(self, refusal: Refusal, reason: str) -> None:
+        """One C{! text} datagram, then forget the peer: no retransmission, no timer."""
+        self._send(as_bytes(refusal, line_end=b""))
+        self._forget(reason)
 
     def close(self, reason: str) -> defer.Deferred:
         """Send C{reason} reliably, wait for its ACK (bounded by the channel), say BYE."""
         if self._gone:
+            return defer.succeed(None)
+        if not self._announced:
+            # Never joined: there is no numbered stream to say goodbye on.
+            self.log.info(
+                "UDP join from {address} ended before joining: {reason}",
+                address=self.address, reason=reason,
+            )
+            self._send_unnumbered_and_forget(Refusal(reason), reason)
             return defer.succeed(None)
         d = defer.Deferred()
         self._close_waiters.append(d)
@@ -118,8 +219,17 @@ class UdpPeer:
         finally:
             self._forget(reason)
 
+    def _bye(self) -> None:
+        """The client's C{BYE}: it leaves at once, as a quit; one C{BYE} answers it."""
+        self.log.info("UDP peer {address} ({nick}) said BYE", address=self.address, nick=self.nick)
+        self._send(b"BYE")
+        self._forget("quit")
+
     def _gave_up(self, reason: str) -> None:
-        self.log.info("UDP peer {nick} gone: {reason}", nick=self.nick, reason=reason)
+        self.log.info(
+            "UDP peer {address} ({nick}) gone: {reason}",
+            address=self.address, nick=self.nick, reason=reason,
+        )
         self._forget(reason)
 
     def expire_now(self, reason: str = "timed out") -> None:
@@ -128,6 +238,8 @@ class UdpPeer:
 
     def _forget(self, reason: str) -> None:
         """End the session (if not yet), stop the channel, leave the peer table."""
+        if self._gone:
+            return
         self._gone = True
         self.channel.close()
         self.session.end(reason)
@@ -138,14 +250,19 @@ class UdpPeer:
 
 
 class DatagramChat(DatagramProtocol):
-    """The UDP port: peer table, address validation, datagrams to sessions."""
+    """The UDP port: peer table, address validation, session secrets, datagrams to sessions."""
 
     log = Logger()
+    noisy = False  # the listener logs where it listens; "Starting protocol" adds nothing
     #: Read datagrams up to this size, so an oversized one is seen whole and refused.
     max_datagram_read = 65535
 
     def __init__(self, room, registry, clock, admission, limits: Limits = Limits(),
                  secret: bytes | None = None) -> None:
+        """
+        @param secret: The key for address tokens (random if None); session secrets are
+            always random.
+        """
         self.room = room
         self.registry = registry
         self.clock = clock
@@ -158,7 +275,7 @@ class DatagramChat(DatagramProtocol):
         self._sweeper = None
 
     def peers(self) -> list[UdpPeer]:
-        """Every joined address's peer."""
+        """Every address with a peer: joined, or waiting for the nick registry's answer."""
         return list(self._peers.values())
 
     # -- tokens -------------------------------------------------------------
@@ -198,43 +315,67 @@ class DatagramChat(DatagramProtocol):
         received = len(datagram)
         datagram = datagram.rstrip(b"\r\n")
         peer = self._peers.get(address)
-        if peer is not None:
-            peer.last_heard = self.clock.seconds()  # any datagram shows the user is alive
+        if peer is None:
+            self._stranger(datagram, received, address)
+            return
+        frame_bytes = peer.authenticated(datagram)
+        if frame_bytes is None:
+            self._without_secret(peer, datagram, address)
+            return
+        peer.last_heard = self.clock.seconds()  # only the secret shows the user is alive
+        if len(datagram) > MAX_DATAGRAM:
+            self._oversized(peer, frame_bytes)
+            return
         try:
-            if len(datagram) > MAX_DATAGRAM:
-                self._oversized(peer, datagram)
-                return
+            frame = parse_frame(frame_bytes)
+        except MalformedFrame:
+            self.send(b"! malformed datagram (see docs/udp-protocol.md)", address)
+            return
+        peer.frame_received(frame)
+
+    def _control(self, datagram: bytes):
+        """C{datagram} as a control frame, or None (too long, malformed, or not control)."""
+        if len(datagram) > MAX_DATAGRAM:
+            return None
+        try:
             frame = parse_frame(datagram)
         except MalformedFrame:
-            if peer is not None:
-                self.send(b"! malformed datagram (see docs/udp-protocol.md)", address)
-            return
-        if peer is not None:
-            peer.datagram_received(frame)
-        elif isinstance(frame, ControlFrame):
-            self._stranger(frame, received, address)
+            return None
+        return frame if isinstance(frame, ControlFrame) else None
 
-    def _oversized(self, peer, datagram: bytes) -> None:
+    def _without_secret(self, peer: UdpPeer, datagram: bytes, address) -> None:
+        """
+        A joined (or pending) address sent no secret: anyone may have forged it, so it gets no
+        reply, with one exception.  A repeated JOIN carrying the address's token gets
+        C{SESSION} again, since only the address's owner can have the token.
+        """
+        frame = self._control(datagram)
+        if (frame is not None and frame.verb == "JOIN" and len(frame.args) >= 2
+                and self._token_ok(address, frame.args[0])):
+            peer.rejoined()
+
+    def _oversized(self, peer: UdpPeer, frame_bytes: bytes) -> None:
         """Refuse a datagram over the limit, in sequence if it was numbered."""
-        if peer is None:
-            return
-        head = datagram[:24].split(b" ", 1)[0]
+        head = frame_bytes[:24].split(b" ", 1)[0]
         try:
             frame = parse_frame(head + b" x")
         except MalformedFrame:
             frame = None
         if isinstance(frame, DataFrame):
-            peer.datagram_received(DataFrame(frame.seq, False, TOO_LONG))
+            peer.frame_received(DataFrame(frame.seq, False, TOO_LONG))
         else:
             self.send(f"! datagram too long (max {MAX_DATAGRAM} bytes)".encode(), peer.address)
 
-    def _stranger(self, frame: ControlFrame, received: int, address) -> None:
+    def _stranger(self, datagram: bytes, received: int, address) -> None:
         """
         An address that has not joined: HELLO and JOIN only.
 
         The token reply is sent only if it is at most three times the size of
         the request, so a spoofed HELLO cannot be amplified.
         """
+        frame = self._control(datagram)
+        if frame is None:
+            return
         if frame.verb == "HELLO":
             reply = b"TOKEN " + self.token_for(address)
             if len(reply) + 1 <= 3 * received:
@@ -250,12 +391,15 @@ class DatagramChat(DatagramProtocol):
                 raise ChatError("server shutting down")
             self.admission.admit(host)
         except ChatError as refusal:
-            self.send(b"! " + str(refusal).encode(), address)
+            self.log.info(
+                "UDP join from {address} refused: {text}", address=address, text=str(refusal)
+            )
+            self.send(as_bytes(Refusal(str(refusal)), line_end=b""), address)
             return
         peer = UdpPeer(self, address)
         self._peers[address] = peer
         self._arm_sweeper()
-        peer.session.start(nick)
+        peer.start(nick)
 
     def forget(self, peer: UdpPeer) -> None:
         """Drop C{peer} from the table and give back its admission."""
@@ -279,7 +423,9 @@ class DatagramChat(DatagramProtocol):
         self._sweeper = None
         deadline = self.clock.seconds() - self.limits.udp_timeout
         for peer in [p for p in self._peers.values() if p.last_heard < deadline]:
-            self.log.info("UDP peer {nick} expired", nick=peer.nick)
+            self.log.info(
+                "UDP peer {address} ({nick}) expired", address=peer.address, nick=peer.nick
+            )
             peer.expire_now()
         if self._peers:
             self._arm_sweeper()

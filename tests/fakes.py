@@ -38,6 +38,8 @@ class FakeParticipant:
         self.via = via
         self.deliveries: list[tuple] = []
         self.closed: list[str] = []
+        self.paused = False  # like UDP, it cannot stop its sender: this only records
+        self.pauses = 0
 
     def deliver(self, events):
         self.deliveries.append(events)
@@ -45,6 +47,13 @@ class FakeParticipant:
     def close(self, reason):
         self.closed.append(reason)
         return defer.succeed(None)
+
+    def pause_input(self):
+        self.paused = True
+        self.pauses += 1
+
+    def resume_input(self):
+        self.paused = False
 
     @property
     def events(self) -> list:

@@ -1,15 +1,15 @@
 """
-End to end: C{twistd -n chatroom} from the venv as a real process on free
-ports, raw TCP users, and a clean stop on SIGTERM.
+End to end: C{twistd -n chatroom} from the venv as a real process on ports
+the kernel picks (port 0), raw TCP users, and a clean stop on SIGTERM.
 
 This runs the installed project (the dropin in site-packages), as a user's
-C{twistd chatroom} would.  The server's log line says when it listens; every
-wait is bounded, and the process is killed in cleanup whatever happens.
+C{twistd chatroom} would.  The server's log line says when and where it
+listens; every wait is bounded, and the process is killed in cleanup
+whatever happens.
 """
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 
@@ -24,6 +24,9 @@ GREETING = "* welcome to chatroom, what is your nickname?"
 START_WAIT = 30.0
 #: How long the server may take to exit after SIGTERM (its grace is 2 s).
 EXIT_WAIT = 5.0
+#: The line each listener logs once it listens, with the port the kernel gave it.
+TCP_LISTENING = rb"TCP line chat listening on 127\.0\.0\.1:(\d+)\r?\n"
+UDP_LISTENING = rb"UDP chat listening on 127\.0\.0\.1:(\d+)\r?\n"
 
 
 class TwistdTests(TestCase):
@@ -34,14 +37,14 @@ class TwistdTests(TestCase):
 
         self.reactor = reactor
 
-    def spawn_twistd(self, tcp_port, udp_port):
+    def spawn_twistd(self):
         # Outside the project: twistd may leave files in its working directory.
         workdir = tempfile.mkdtemp(prefix="chatroom-e2e-")
         self.addCleanup(shutil.rmtree, workdir, True)
         argv = [
             TWISTD, "-n", "--pidfile=", "chatroom",
-            "--tcp", f"tcp:{tcp_port}:interface=127.0.0.1",
-            "--udp", f"udp:{udp_port}:interface=127.0.0.1",
+            "--tcp", "tcp:0:interface=127.0.0.1",
+            "--udp", "udp:0:interface=127.0.0.1",
         ]
         # The installed project, not this tree: no PYTHONPATH of ours.
         environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -53,24 +56,11 @@ class TwistdTests(TestCase):
 
     @defer.inlineCallbacks
     def start_server(self):
-        """Start twistd on free ports (a second try if one was taken meanwhile)."""
-        for attempt in (1, 2):
-            tcp_port = support.free_port(socket.SOCK_STREAM)
-            udp_port = support.free_port(socket.SOCK_DGRAM)
-            server = self.spawn_twistd(tcp_port, udp_port)
-            try:
-                yield server.wait_for_output(
-                    rb"LineChatFactory starting on %d\b" % tcp_port, START_WAIT
-                )
-                yield server.wait_for_output(
-                    rb"DatagramChat starting on %d\b" % udp_port, START_WAIT
-                )
-            except support.ClosedWhileWaiting:
-                taken = b"already in use" in server.output
-                if attempt == 2 or not taken:
-                    raise
-                continue
-            return server, tcp_port
+        """Start twistd on kernel-chosen ports; fire with it and its TCP port once both listen."""
+        server = self.spawn_twistd()
+        found = yield server.wait_for_output(TCP_LISTENING, START_WAIT)
+        yield server.wait_for_output(UDP_LISTENING, START_WAIT)
+        return server, int(found.group(1))
 
     def assert_exited_0(self, server):
         """The process ended by exiting 0 (not by a signal, not with an error)."""
@@ -101,6 +91,7 @@ class TwistdTests(TestCase):
         self.assertEqual((yield bob.next_line()), "alice: hi bob ☺")
         bob.send(b"/msg alice psst\r\n")
         self.assertEqual((yield alice.next_line()), "[private] bob: psst")
+        self.assertEqual((yield bob.next_line()), "-> alice: psst")  # the sender's copy
         bob.send(b"/me waves\r\n")
         self.assertEqual((yield alice.next_line()), "* bob waves")
         # Someone still choosing a nick hears the goodbye too.
@@ -125,7 +116,7 @@ class TwistdTests(TestCase):
     @defer.inlineCallbacks
     def test_sigterm_with_nobody_connected_exits_0(self):
         server, port = yield self.start_server()
-        # twistd logs "starting on" before its reactor runs and takes over
+        # twistd logs "listening on" before its reactor runs and takes over
         # SIGTERM; a greeting (sent from the running reactor) proves it has.
         visitor = yield support.connect(self.reactor, port)
         self.addCleanup(visitor.close)

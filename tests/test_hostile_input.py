@@ -78,7 +78,8 @@ class TcpHostileInputTests(SynchronousTestCase):
         for line in relayed_lines(watcher_out.value()):
             self.assertIsNone(_CONTROL.search(line), line)
             line.decode("utf-8")  # valid UTF-8 always
-        for line in relayed_lines(hostile_out.value()):
+        answers = re.sub(rb"\xff[\xfb-\xfe].", b"", hostile_out.value(), flags=re.DOTALL)
+        for line in relayed_lines(answers):
             self.assertIsNone(_CONTROL.search(line), line)
         self.assertFalse(watcher_out.disconnecting)
 
@@ -99,7 +100,24 @@ class TcpHostileInputTests(SynchronousTestCase):
         self.assertEqual(watcher_out.value(), b"sender: after\r\n")
 
 
+_datagrams = st.lists(
+    st.one_of(
+        st.binary(max_size=80), _interesting,
+        st.builds(lambda n, b: b"%d " % n + b, st.integers(0, 300), st.binary(max_size=40)),
+        st.sampled_from([b"HELLO", b"HELLO xx", b"JOIN", b"JOIN a b", b"ACK 1 2 3", b"PING",
+                         b"ACK 99999999999", b"ACK 2147483648", b"BYE", b"1 /nick x",
+                         b"4294967295 x", b"0 x"]),
+    ),
+    max_size=40,
+)
+
+
 class UdpHostileInputTests(SynchronousTestCase):
+    """
+    Arbitrary datagrams from a stranger get at most a small TOKEN; from a joined address without
+    its session secret they get nothing at all; with the secret they never reach anyone raw.
+    """
+
     class Wire:
         def __init__(self):
             self.written = []
@@ -107,36 +125,65 @@ class UdpHostileInputTests(SynchronousTestCase):
         def write(self, datagram, address):
             self.written.append((datagram, address))
 
-    @PROPERTY_SETTINGS
-    @given(datagrams=st.lists(st.one_of(st.binary(max_size=80), _interesting,
-                                        st.builds(lambda n, b: b"%d " % n + b, st.integers(0, 300), st.binary(max_size=40)),
-                                        st.sampled_from([b"HELLO", b"HELLO xx", b"JOIN", b"JOIN a b", b"ACK 1 2 3", b"PING", b"ACK 99999999999"])),
-                              max_size=40))
-    def test_datagrams_never_raise_nor_amplify(self, datagrams):
+    member, stranger = ("127.0.0.1", 5000), ("127.0.0.1", 6000)
+
+    def joined_world(self):
+        """A TCP watcher and a UDP member who has joined and acknowledged everything."""
         world = World()
-        watcher, watcher_out = world.tcp(b"watcher")
-        chat = DatagramChat(world.room, world.registry, world.clock, world.admission, world.limits, secret=b"s")
+        world.watcher, world.watcher_out = world.tcp(b"watcher")
+        chat = DatagramChat(world.room, world.registry, world.clock, world.admission,
+                            world.limits, secret=b"s")
         wire = self.Wire()
         chat.makeConnection(wire)
-        member, stranger = ("127.0.0.1", 5000), ("127.0.0.1", 6000)
-        chat.datagramReceived(b"HELLO member", member)
-        token = wire.written[-1][0].split()[1].strip()
-        chat.datagramReceived(b"JOIN " + token + b" member", member)
+        chat.datagramReceived(b"HELLO member", self.member)
+        token = wire.written.pop()[0].split()[1].strip()
+        chat.datagramReceived(b"JOIN " + token + b" member", self.member)
+        world.clock.advance(0)
+        session, *numbered = [d.rstrip(b"\n") for d, a in wire.written if a == self.member]
+        self.assertTrue(session.startswith(b"SESSION "), session)
+        world.secret = session.split()[1]
+        chat.datagramReceived(world.secret + b" ACK %d" % len(numbered), self.member)
         world.clock.advance(0)
         wire.written.clear()
-        watcher_out.clear()
+        world.watcher_out.clear()
+        world.chat, world.wire = chat, wire
+        return world
+
+    def assert_nothing_raw(self, world):
+        for line in relayed_lines(world.watcher_out.value()):
+            self.assertIsNone(_CONTROL.search(line), line)
+        for datagram, address in world.wire.written:
+            self.assertIsNone(_CONTROL.search(datagram.rstrip(b"\n")), datagram)
+
+    @PROPERTY_SETTINGS
+    @given(datagrams=_datagrams)
+    def test_datagrams_without_the_secret_never_raise_nor_get_a_reply(self, datagrams):
+        world = self.joined_world()
+        chat = world.chat
+        (peer,) = chat.peers()
+        heard = peer.last_heard
         sent_by_stranger = 0
         for datagram in datagrams:
-            chat.datagramReceived(datagram, member)
-            chat.datagramReceived(datagram, stranger)
+            chat.datagramReceived(datagram, self.member)
+            chat.datagramReceived(datagram, self.stranger)
             sent_by_stranger += len(datagram)
             world.clock.advance(0.01)
-        to_stranger = [d for d, a in wire.written if a == stranger]
+        to_member = [d for d, a in world.wire.written if a == self.member]
+        self.assertEqual(to_member, [])
+        to_stranger = [d for d, a in world.wire.written if a == self.stranger]
         self.assertLessEqual(sum(map(len, to_stranger)), 3 * sent_by_stranger)
         self.assertTrue(all(d.startswith(b"TOKEN ") for d in to_stranger), to_stranger)
-        for line in relayed_lines(watcher_out.value()):
-            self.assertIsNone(_CONTROL.search(line), line)
-        for datagram, address in wire.written:
-            if address == member:
-                self.assertIsNone(_CONTROL.search(datagram.rstrip(b"\n")), datagram)
+        self.assertEqual(chat.peers(), [peer])
+        self.assertEqual(peer.last_heard, heard)
+        self.assertEqual(world.watcher_out.value(), b"")
         chat.stopProtocol()
+
+    @PROPERTY_SETTINGS
+    @given(datagrams=_datagrams)
+    def test_datagrams_with_the_secret_never_raise_nor_relay_controls(self, datagrams):
+        world = self.joined_world()
+        for datagram in datagrams:
+            world.chat.datagramReceived(world.secret + b" " + datagram, self.member)
+            world.clock.advance(0.01)
+        self.assert_nothing_raw(world)
+        world.chat.stopProtocol()

@@ -68,6 +68,7 @@ class LoopbackChatTests(_LoopbackHarness):
 
         nc.send(b"/msg bob just for you\n")
         self.assertEqual((yield telnet.next_line()), "[private] alice: just for you")
+        self.assertEqual((yield nc.next_line()), "-> bob: just for you")
         telnet.send(b"/me nods\r\n")
         self.assertEqual((yield nc.next_line()), "* bob nods")
         telnet.send(b"/who\r\n")
@@ -78,6 +79,7 @@ class LoopbackChatTests(_LoopbackHarness):
         self.assertEqual((yield telnet.next_line()), "* alice is now known as alicia")
         telnet.send(b"/msg Alicia still there?\r\n")
         self.assertEqual((yield nc.next_line()), "[private] bob: still there?")
+        self.assertEqual((yield telnet.next_line()), "-> alicia: still there?")
 
         nc.send(b"/quit see you\n")
         self.assertEqual((yield nc.next_line()), "* goodbye")
@@ -143,7 +145,11 @@ class LoopbackChatTests(_LoopbackHarness):
         alice, _ = yield self.join("alice")
         telnet = yield self.open()
         telnet.send(b"\xff\xfd\x03\xff\xfb\x18\xff\xfa\x18\x01\xff\xf0bob\r\n")
-        self.assertEqual((yield telnet.next_line()), "* you are bob; 2 online: alice, bob")
+        # DO SUPPRESS-GO-AHEAD and WILL TERMINAL-TYPE are refused (WONT, DONT) before the welcome.
+        self.assertEqual(
+            (yield telnet.next_line()),
+            "\\xff\\xfc\x03\\xff\\xfe\x18* you are bob; 2 online: alice, bob",
+        )
         self.assertEqual((yield alice.next_line()), "* bob joined")
         telnet.send(b"\xff\xfb\x01hi\r\n")
         self.assertEqual((yield alice.next_line()), "bob: hi")

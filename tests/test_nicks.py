@@ -7,6 +7,7 @@ from zope.interface.verify import verifyObject
 
 from chatservice.errors import ChatError, InvalidNick, NickInUse
 from chatservice.interfaces import INickRegistry
+from chatservice.names import fold
 from chatservice.nicks import NICK_MAX_LENGTH, NickRegistry, casefold, validate
 
 
@@ -51,6 +52,15 @@ class ValidateTests(SynchronousTestCase):
         for nick in ["a b", "a.b", "a@b", "a!", "é", "ali\u0441e", "a\n", "a\tb", "a\x00", "a/b", "ab "]:
             self.assertRaises(InvalidNick, validate, nick)
 
+    def test_non_ascii_letter_refusal_says_ascii(self):
+        """zo\u00eb is refused with a reason that says the letters must be ASCII."""
+        with self.assertRaises(InvalidNick) as caught:
+            validate("zo\u00eb")
+        self.assertEqual(
+            str(caught.exception),
+            "invalid nickname zo\u00eb: use only ASCII letters, digits and _-[]{}\\|^",
+        )
+
     def test_refusal_is_a_chat_error(self):
         """InvalidNick is shown to the user, so it is a ChatError with a reason."""
         with self.assertRaises(ChatError) as caught:
@@ -71,6 +81,21 @@ class CasefoldTests(SynchronousTestCase):
     def test_different_nicks_differ(self):
         """Different nicks keep different keys."""
         self.assertNotEqual(casefold("alice"), casefold("alicia"))
+
+    def test_only_ascii_is_folded(self):
+        """KELVIN SIGN, dotted capital I and other look-alikes keep their own key."""
+        self.assertEqual(casefold("\u212aATE"), "\u212aate")
+        self.assertNotEqual(casefold("\u212aate"), casefold("kate"))
+        self.assertEqual(casefold("\u0130\u00c9Z"), "\u0130\u00c9z")
+        self.assertEqual(casefold("[A]{B}\\|^_-9"), "[a]{b}\\|^_-9")
+
+    def test_one_folding_everywhere(self):
+        """The registry and the command parser use the same ASCII folding."""
+        self.assertEqual(fold("Kelvin\u212a"), "kelvin\u212a")
+        registry = NickRegistry()
+        registry.reserve("kate", object())
+        self.assertIsNone(registry.holder("\u212aate"))
+        self.assertIsNotNone(registry.holder("KATE"))
 
 
 class NickRegistryTests(SynchronousTestCase):

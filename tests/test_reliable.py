@@ -15,6 +15,7 @@ from chatservice.reliable import (
     HEADER_ROOM,
     MAX_SELECTIVE,
     MAX_SEQ,
+    SEQ_MODULUS,
     AckFrame,
     ControlFrame,
     DataFrame,
@@ -45,11 +46,22 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(parse_frame(b"4 "), DataFrame(4, False, b""))
 
     def test_largest_seq(self):
+        self.assertEqual(MAX_SEQ, 2**32 - 1)
         self.assertEqual(parse_frame(b"%d x" % MAX_SEQ), DataFrame(MAX_SEQ, False, b"x"))
 
+    def test_seq_zero_follows_the_largest(self):
+        """After the wrap seq 0 is an ordinary data seq."""
+        self.assertEqual(encode_data(0, b"x"), b"0 x")
+        self.assertEqual(parse_frame(b"0 x"), DataFrame(0, False, b"x"))
+
     def test_encode_data_refuses_bad_seq(self):
-        self.assertRaises(ValueError, encode_data, 0, b"x")
+        self.assertRaises(ValueError, encode_data, -1, b"x")
         self.assertRaises(ValueError, encode_data, MAX_SEQ + 1, b"x")
+
+    def test_encode_ack_refuses_bad_seqs(self):
+        self.assertRaises(ValueError, encode_ack, MAX_SEQ + 1)
+        self.assertRaises(ValueError, encode_ack, 5, [5])
+        self.assertRaises(ValueError, encode_ack, 5, [4])
 
     def test_ack_round_trip(self):
         self.assertEqual(encode_ack(5), b"ACK 5")
@@ -72,7 +84,7 @@ class FramingTests(SynchronousTestCase):
 
     def test_malformed(self):
         for datagram in [
-            b"", b" ", b"\n", b"12", b"0 x", b"01 x", b"%d x" % (MAX_SEQ + 1), b"99999999999 x",
+            b"", b" ", b"\n", b"12", b"00 x", b"01 x", b"%d x" % (MAX_SEQ + 1), b"99999999999 x",
             b"12x y", b"12++ y", b"+ y", b"-1 x", b"hello", b"Hello", b"\xff\xfe", b"ACK",
             b"ACK x", b"ACK -1", b"ACK 5 3", b"ACK 5 5", b"ACK 0 0",
             b"ACK 0 " + b" ".join(b"%d" % n for n in range(1, MAX_SELECTIVE + 2)),
@@ -87,15 +99,18 @@ class FramingTests(SynchronousTestCase):
             return
         self.assertIsInstance(frame, (DataFrame, AckFrame, ControlFrame))
 
-    @given(st.integers(1, MAX_SEQ), st.binary(max_size=64), st.booleans())
+    @given(st.integers(0, MAX_SEQ), st.binary(max_size=64), st.booleans())
     def test_any_data_round_trips(self, seq, payload, more):
         frame = parse_frame(encode_data(seq, payload, more))
         self.assertEqual(frame, DataFrame(seq, more, payload))
 
-    @given(st.integers(0, 1000), st.sets(st.integers(1001, MAX_SEQ), max_size=40))
-    def test_any_ack_round_trips(self, cumulative, selective):
+    @given(st.integers(0, MAX_SEQ), st.sets(st.integers(1, 2**31 - 1), max_size=40))
+    def test_any_ack_round_trips(self, cumulative, distances):
+        """Selective seqs are any seqs after the cumulative one, the nearest 32 kept in order."""
+        selective = {(cumulative + d) % SEQ_MODULUS for d in distances}
         frame = parse_frame(encode_ack(cumulative, selective))
-        self.assertEqual(frame, AckFrame(cumulative, tuple(sorted(selective)[:MAX_SELECTIVE])))
+        nearest = [(cumulative + d) % SEQ_MODULUS for d in sorted(distances)[:MAX_SELECTIVE]]
+        self.assertEqual(frame, AckFrame(cumulative, tuple(nearest)))
 
 
 class SplitTests(SynchronousTestCase):

@@ -4,7 +4,7 @@ Tests for L{chatservice.render}: the lines users read, and scrubbing of control 
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.events import Emote, Joined, Left, Notice, Private, Refusal, Renamed, Said
+from chatservice.events import Emote, Joined, Left, Notice, Private, PrivateSent, Refusal, Renamed, Said
 from chatservice.render import RenderCache, as_bytes, as_line, scrub
 
 
@@ -34,6 +34,10 @@ class AsLineTests(SynchronousTestCase):
     def test_private(self):
         """Private is [private] SENDER: text."""
         self.assertEqual(as_line(Private("alice", "bob", "psst")), "[private] alice: psst")
+
+    def test_private_sent(self):
+        """The sender's copy of a private line is -> RECIPIENT: text."""
+        self.assertEqual(as_line(PrivateSent("bob", "psst")), "-> bob: psst")
 
     def test_notice(self):
         """Notice is * text."""
@@ -85,6 +89,16 @@ class ScrubTests(SynchronousTestCase):
         """Tab is kept."""
         self.assertEqual(scrub("a\tb"), "a\tb")
         self.assertEqual(scrub("a\tb\x00"), "a\tb")
+
+    def test_removes_bidi_overrides_and_isolates(self):
+        """U+202A-U+202E and U+2066-U+2069 would reorder the rest of the line: removed."""
+        controls = "".join(chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+        self.assertEqual(scrub(f"a{controls}b"), "ab")
+        self.assertEqual(scrub("evil\u202etxt.exe"), "eviltxt.exe")
+
+    def test_keeps_other_format_characters(self):
+        """Zero-width joiners (emoji sequences) and LRM/RLM marks stay: they reorder nothing."""
+        self.assertEqual(scrub("\U0001F469\u200d\U0001F4BB \u200e"), "\U0001F469\u200d\U0001F4BB \u200e")
 
     def test_removes_del(self):
         """DEL is removed."""

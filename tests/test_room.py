@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from chatservice.errors import NoSuchUser
-from chatservice.events import Emote, Joined, Left, Notice, Private, Renamed, Said
+from chatservice.events import Emote, Joined, Left, Notice, Private, PrivateSent, Renamed, Said
 from chatservice.interfaces import IEventSink, IParticipant
 from chatservice.room import Room
 from tests.fakes import (
@@ -255,11 +255,12 @@ class FanOutTests(RoomTestMixin, SynchronousTestCase):
         )
 
     def test_private_reaches_recipient_only(self):
-        """A private line reaches only the member it names (any case)."""
+        """A private line reaches only the member it names (any case); the sender gets its copy."""
         self.room.private(self.alice, "BOB", "psst")
         self.clock.advance(0)
         self.assertEqual(self.bob.deliveries, [(Private("alice", "bob", "psst"),)])
-        for other in [self.alice, self.carol, self.dave]:
+        self.assertEqual(self.alice.deliveries, [(PrivateSent("bob", "psst"),)])
+        for other in [self.carol, self.dave]:
             self.assertEqual(other.deliveries, [])
 
     def test_private_to_unknown(self):

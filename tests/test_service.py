@@ -1,17 +1,22 @@
 """
-Tests for L{chatservice.service.ChatService}: the ordered, bounded stop.
+Tests for L{chatservice.service.ChatService}: the ordered, bounded stop, what
+it does when a listener cannot listen, and the log observer it hands twistd.
 
 Participants are fakes whose C{close} fires when the test says; children are
 services that note when they stop; time is a L{Clock}.
 """
 
+import os
+import shutil
 import signal
+import tempfile
 
-from twisted.application.service import Service
+from twisted.application.service import Application, IService, MultiService, Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import ILogObserver, LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -36,6 +41,12 @@ class ClosingParticipant:
         self._closing = []
 
     def deliver(self, events):
+        pass
+
+    def pause_input(self):
+        pass
+
+    def resume_input(self):
         pass
 
     def close(self, reason):
@@ -69,7 +80,29 @@ class NotingService(Service):
         return None
 
 
-class StopTests(SynchronousTestCase):
+class CannotListenService(Service):
+    """A listener whose port is taken: raises like Twisted's listeners do."""
+
+    def __init__(self, during):
+        self._during = during
+
+    def _fail(self):
+        raise CannotListenError("127.0.0.1", 5555, OSError(98, "Address already in use"))
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        if self._during == "privilegedStartService":
+            self._fail()
+
+    def startService(self):
+        super().startService()
+        if self._during == "startService":
+            self._fail()
+
+
+class _StopHarness(SynchronousTestCase):
+    """A service with two users present; children note their stops in C{journal}."""
+
     def setUp(self):
         self.clock = Clock()
         self.journal = []
@@ -92,6 +125,10 @@ class StopTests(SynchronousTestCase):
         child = NotingService(name, self.journal, hold)
         child.setServiceParent(self.service)
         return child
+
+
+class StopTests(_StopHarness):
+    """Goodbyes first, within a bounded grace; then the children stop."""
 
     def test_start_starts_children(self):
         child = self.add_child("tcp")
@@ -198,6 +235,12 @@ class StopTests(SynchronousTestCase):
             def deliver(self, events):
                 pass
 
+            def pause_input(self):
+                pass
+
+            def resume_input(self):
+                pass
+
             def close(self, reason):
                 raise RuntimeError("cannot close")
 
@@ -209,6 +252,218 @@ class StopTests(SynchronousTestCase):
         self.bob.gone()
         self.successResultOf(d)
         self.assertFalse(child.running)
+
+
+class StopOrderTests(_StopHarness):
+    """
+    Stream listeners stop first, so nobody connects during the goodbyes;
+    datagram listeners stop last, so UDP goodbyes can still be sent and acknowledged.
+    """
+
+    def add_stream(self, name, hold=False):
+        child = NotingService(name, self.journal, hold)
+        self.service.add_stream_listener(child)
+        return child
+
+    def add_datagram(self, name):
+        child = NotingService(name, self.journal)
+        self.service.add_datagram_listener(child)
+        return child
+
+    def test_stream_listeners_stop_before_the_goodbyes(self):
+        tcp = self.add_stream("tcp", hold=True)
+        udp = self.add_datagram("udp")
+        self.service.startService()
+        d = self.service.stopService()
+        self.assertEqual(self.journal, ["stop tcp"])
+        self.assertFalse(tcp.running)
+        self.assertTrue(udp.running)
+        self.assertEqual(self.alice.reasons, [])
+        tcp.stopping.callback(None)  # the listening socket is closed
+        self.assertEqual(
+            self.journal,
+            ["stop tcp", "close alice: server shutting down", "close bob: server shutting down"],
+        )
+        self.assertTrue(udp.running)
+        self.assertNoResult(d)
+        self.alice.gone()
+        self.bob.gone()
+        self.assertEqual(self.journal[-1], "stop udp")
+        self.assertFalse(udp.running)
+        self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_datagram_listener_waits_out_the_grace(self):
+        self.add_stream("tcp")
+        udp = self.add_datagram("udp")
+        self.service.startService()
+        d = self.service.stopService()
+        self.clock.advance(1.9)
+        self.assertTrue(udp.running)
+        self.clock.advance(0.1)
+        self.assertFalse(udp.running)
+        self.successResultOf(d)
+
+    def test_every_stream_listener_stops_once(self):
+        self.add_stream("tcp")
+        self.add_stream("tls")
+        self.add_datagram("udp")
+        self.service.startService()
+        d = self.service.stopService()
+        self.alice.gone()
+        self.bob.gone()
+        self.successResultOf(d)
+        self.assertEqual(
+            self.journal,
+            [
+                "stop tls",
+                "stop tcp",
+                "close alice: server shutting down",
+                "close bob: server shutting down",
+                "stop udp",
+            ],
+        )
+
+    def test_goodbye_count_is_logged_when_the_goodbyes_start(self):
+        tcp = self.add_stream("tcp", hold=True)
+        self.service.startService()
+        with capturedLogs() as events:
+            self.service.stopService()
+            self.assertEqual(events, [])
+            tcp.stopping.callback(None)
+        [event] = [e for e in events if "goodbye" in e["log_format"]]
+        self.assertEqual(event["count"], 2)
+        self.assertEqual(event["log_level"], LogLevel.info)
+
+    def test_a_listener_that_fails_to_stop_does_not_stop_the_shutdown(self):
+        class Broken(Service):
+            def stopService(self):
+                super().stopService()
+                raise RuntimeError("cannot stop")
+
+        self.service.add_stream_listener(Broken())
+        udp = self.add_datagram("udp")
+        self.service.startService()
+        d = self.service.stopService()
+        self.alice.gone()
+        self.bob.gone()
+        self.successResultOf(d)
+        self.assertFalse(udp.running)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_a_stopped_listener_is_not_stopped_again(self):
+        tcp = self.add_stream("tcp")
+        self.service.startService()
+        tcp.stopService()
+        self.journal.clear()
+        d = self.service.stopService()
+        self.alice.gone()
+        self.bob.gone()
+        self.successResultOf(d)
+        self.assertNotIn("stop tcp", self.journal)
+
+
+class CannotListenTests(SynchronousTestCase):
+    """
+    A port that cannot be had ends the process with status 1 when the service
+    is told to (the listener has logged why, in one line); else it is raised.
+    """
+
+    def service(self, exit_if_cannot_listen, during, pidfile=""):
+        clock = Clock()
+        service = ChatService(
+            Room(clock=clock), NickRegistry(), Admission(10, 10), clock,
+            owns_process=True, exit_if_cannot_listen=exit_if_cannot_listen, pidfile=pidfile,
+        )
+        service.add_stream_listener(CannotListenService(during))
+        return service
+
+    def test_privileged_start_exits_1(self):
+        service = self.service(True, "privilegedStartService")
+        with self.assertRaises(SystemExit) as raised:
+            service.privilegedStartService()
+        self.assertEqual(raised.exception.code, 1)
+
+    def test_start_exits_1(self):
+        service = self.service(True, "startService")
+        with self.assertRaises(SystemExit) as raised:
+            service.startService()
+        self.assertEqual(raised.exception.code, 1)
+
+    def pidfile(self, pid):
+        directory = tempfile.mkdtemp(prefix="chatroom-pid-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "twistd.pid")
+        with open(path, "w") as f:
+            f.write(str(pid))
+        return path
+
+    def test_exit_removes_our_pidfile(self):
+        """twistd removes it on failures it sees; it does not see an exit."""
+        path = self.pidfile(os.getpid())
+        service = self.service(True, "privilegedStartService", pidfile=path)
+        self.assertRaises(SystemExit, service.privilegedStartService)
+        self.assertFalse(os.path.exists(path))
+
+    def test_exit_leaves_another_process_pidfile(self):
+        path = self.pidfile(os.getpid() + 1)
+        service = self.service(True, "startService", pidfile=path)
+        self.assertRaises(SystemExit, service.startService)
+        self.assertTrue(os.path.exists(path))
+
+    def test_exit_without_a_pidfile(self):
+        path = self.pidfile(os.getpid())
+        os.remove(path)
+        service = self.service(True, "startService", pidfile=path)
+        self.assertRaises(SystemExit, service.startService)
+
+    def test_raised_otherwise(self):
+        """Tests, and twistd's daemon mode, whose waiting parent learns only of exceptions."""
+        for during in ("privilegedStartService", "startService"):
+            service = self.service(False, during)
+            self.assertRaises(CannotListenError, getattr(service, during))
+
+    def test_other_errors_are_not_hidden(self):
+        class Broken(Service):
+            def privilegedStartService(self):
+                raise RuntimeError("a bug")
+
+        clock = Clock()
+        service = ChatService(
+            Room(clock=clock), NickRegistry(), Admission(10, 10), clock,
+            owns_process=True, exit_if_cannot_listen=True,
+        )
+        service.add_stream_listener(Broken())
+        self.assertRaises(RuntimeError, service.privilegedStartService)
+
+
+class LogObserverTests(SynchronousTestCase):
+    """The observer from L{chatservice.logs} reaches twistd through the Application."""
+
+    def service(self, observer):
+        clock = Clock()
+        return ChatService(
+            Room(clock=clock), NickRegistry(), Admission(10, 10), clock, log_observer=observer
+        )
+
+    def test_set_on_the_application(self):
+        observer = [].append
+        application = Application("chatroom")
+        service = self.service(observer)
+        service.setServiceParent(application)
+        self.assertIs(application.getComponent(ILogObserver), observer)
+        self.assertEqual(list(IService(application)), [service])
+
+    def test_none_leaves_the_application_alone(self):
+        application = Application("chatroom")
+        self.service(None).setServiceParent(application)
+        self.assertIsNone(application.getComponent(ILogObserver, None))
+
+    def test_any_other_parent_is_just_a_parent(self):
+        parent = MultiService()
+        service = self.service([].append)
+        service.setServiceParent(parent)
+        self.assertEqual(list(parent), [service])
 
 
 class ThreadCallReactor(MemoryReactorClock):
@@ -234,7 +489,7 @@ class SignalTests(SynchronousTestCase):
 
     def test_takes_signals_once_the_reactor_runs(self):
         before = signal.getsignal(signal.SIGTERM)
-        service = self.service(handle_signals=True)
+        service = self.service(owns_process=True)
         service.startService()
         # twistd starts services before the reactor installs its own handlers.
         self.assertEqual(signal.getsignal(signal.SIGTERM), before)

@@ -195,13 +195,24 @@ class JoinedTests(SessionTestMixin, SynchronousTestCase):
         self.assertEqual(self.bob.lines(), [])
 
     def test_msg(self):
-        """/msg reaches only the named user."""
+        """/msg reaches only the named user; the sender is shown what it sent, and to whom."""
         _, carol = self.join("carol")
         self.alice_session.handle("/msg Bob psst, a secret")
         self.clock.advance(0)
         self.assertEqual(self.bob.lines(), ["[private] alice: psst, a secret"])
         self.assertEqual(carol.lines(), [])
-        self.assertEqual(self.alice.lines(), [])
+        self.assertEqual(self.alice.lines(), ["-> bob: psst, a secret"])
+
+    def test_msg_kelvin_sign_is_not_k(self):
+        """Nicks fold A-Z only: KELVIN SIGN (U+212A) does not reach 'kate'."""
+        _, kate = self.join("kate")
+        self.alice_session.handle("/msg \u212aate psst")
+        self.alice_session.handle("/msg KATE hello")
+        self.clock.advance(0)
+        self.assertEqual(kate.lines(), ["[private] alice: hello"])
+        self.assertEqual(
+            self.alice.lines(), ["! no such user: \u212aate", "-> kate: hello"]
+        )
 
     def test_msg_to_nobody(self):
         """/msg to an unknown nick is refused."""
@@ -315,8 +326,11 @@ class LoginTimeoutTests(SessionTestMixin, SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+SLOWED = "* slow down: you may send {rate} lines per second; your next lines are held back and sent at that rate"
+
+
 class FloodTests(SessionTestMixin, SynchronousTestCase):
-    """Flooders are warned at most once a second, their excess dropped, and long floods kicked."""
+    """Lines over the rate are held back and relayed at the sustained rate, in order, none lost."""
 
     limits = Limits(flood=FloodPolicy(rate=0.5, burst=2))
 
@@ -325,35 +339,99 @@ class FloodTests(SessionTestMixin, SynchronousTestCase):
         self.alice_session, self.alice = self.join("alice")  # spends one token
         self.bob_session, self.bob = self.join("bob")
 
-    def test_warned_and_dropped(self):
-        """Over the limit: one warning, and the lines are not relayed."""
+    def test_held_then_relayed_at_the_rate(self):
+        """Over the limit: one notice, input paused, and every line relayed in order at the rate."""
         for line in ["one", "two", "three"]:
             self.alice_session.handle(line)
         self.clock.advance(0)
-        self.assertEqual(
-            self.alice.lines(), ["! slow down: at most 0.5 lines per second; lines dropped"]
-        )
+        self.assertEqual(self.alice.lines(), [SLOWED.format(rate="0.5")])
         self.assertEqual(self.bob.lines(), ["alice: one"])
+        self.assertTrue(self.alice.paused)
+        self.assertEqual(self.alice_session.held, 2)
+        self.clock.advance(2)
+        self.assertEqual(self.bob.lines(), ["alice: one", "alice: two"])
+        self.assertTrue(self.alice.paused)
+        self.clock.advance(2)
+        self.assertEqual(self.bob.lines(), ["alice: one", "alice: two", "alice: three"])
+        self.assertFalse(self.alice.paused)
+        self.assertEqual(self.alice.lines(), [SLOWED.format(rate="0.5")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_warned_at_most_once_per_second(self):
-        """A second warning comes only a second after the first."""
-        for line in ["one", "two", "three"]:
+    def test_one_notice_per_interval(self):
+        """Being slowed again soon after says nothing new; ten seconds later it says it again."""
+        for line in ["one", "two"]:
             self.alice_session.handle(line)
-        self.clock.advance(0.5)
-        self.alice_session.handle("four")
-        self.clock.advance(0.5)
-        self.assertEqual(len(self.alice.lines()), 1)
-        self.alice_session.handle("five")
+        self.clock.advance(2)
+        self.alice_session.handle("three")
+        self.clock.advance(2)
+        self.assertEqual(self.alice.lines(), [SLOWED.format(rate="0.5")])
+        self.clock.advance(10)
+        for line in ["four", "five", "six"]:
+            self.alice_session.handle(line)
+        self.clock.advance(0)
+        self.assertEqual(self.alice.lines(), [SLOWED.format(rate="0.5")] * 2)
+        self.clock.advance(10)
+        self.assertEqual(
+            self.bob.lines(), [f"alice: {n}" for n in ["one", "two", "three", "four", "five", "six"]]
+        )
+
+    def test_quit_waits_its_turn_and_end_cancels_the_timer(self):
+        """A held /quit is applied in order; a session ended while lines wait leaves no timer."""
+        for line in ["one", "two", "/quit bye"]:
+            self.alice_session.handle(line)
+        self.clock.advance(0)
+        self.bob_session.connection_lost()
+        self.clock.advance(4)
+        self.assertEqual(self.alice.closed, ["goodbye"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PasteTests(SessionTestMixin, SynchronousTestCase):
+    """The default limits: a 30-line paste arrives whole, the excess at 10 lines a second."""
+
+    def test_thirty_line_paste(self):
+        """Lines 1-20 at once, 21-30 within the next second, in order; one notice."""
+        alice_session, alice = self.join("alice")
+        _, bob = self.join("bob")
+        self.clock.advance(60)  # a full bucket again after joining
+        for number in range(1, 31):
+            alice_session.handle(f"line {number}")
+        self.clock.advance(0)
+        self.assertEqual(bob.lines(), [f"alice: line {n}" for n in range(1, 21)])
+        self.clock.pump([0.1] * 10)
+        self.assertEqual(bob.lines(), [f"alice: line {n}" for n in range(1, 31)])
+        self.assertEqual(alice.lines(), [SLOWED.format(rate="10")])
+        self.assertFalse(alice.paused)
+
+
+class HeldBoundTests(SessionTestMixin, SynchronousTestCase):
+    """A sender that cannot be paused (UDP) has at most C{queue} lines held; more are refused."""
+
+    limits = Limits(flood=FloodPolicy(rate=1, burst=1, queue=3))
+
+    def test_refused_beyond_the_bound(self):
+        """Ten lines at once: one goes, three wait, six are refused with one '! ' line a second."""
+        alice_session, alice = self.join("alice")
+        _, bob = self.join("bob")
+        self.clock.advance(1)
+        for number in range(10):
+            alice_session.handle(f"n{number}")
         self.clock.advance(0)
         self.assertEqual(
-            self.alice.lines(),
-            ["! slow down: at most 0.5 lines per second; lines dropped"] * 2,
+            alice.lines(),
+            [
+                SLOWED.format(rate="1"),
+                "! slow down: 3 of your lines are already waiting; line dropped",
+            ],
         )
-        self.assertEqual(self.bob.lines(), ["alice: one"])
+        self.assertEqual(alice_session.held, 3)
+        self.clock.pump([1, 1, 1])
+        self.assertEqual(bob.lines(), [f"alice: n{number}" for number in range(4)])
+        self.assertEqual(alice_session.held, 0)
 
 
 class KickTests(SessionTestMixin, SynchronousTestCase):
-    """Flooding at more than 5x the rate for 10 seconds ends the session."""
+    """Lines arriving at more than 5x the rate for 10 seconds end the session."""
 
     limits = Limits(flood=FloodPolicy(rate=1, burst=1))
 
@@ -371,9 +449,12 @@ class KickTests(SessionTestMixin, SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(alice.closed, ["disconnected for flooding"])
         self.assertEqual(bob.lines()[-1], "* alice left (flooding)")
-        # The nick spent the one token; after that one line a second gets through.
-        self.assertEqual(bob.lines()[:-1], [f"alice: spam {8 * second}" for second in range(1, 10)])
+        # The nick spent the one token; after that the held lines went one a second, in order.
+        relayed = bob.lines()[:-1]
+        self.assertEqual(relayed, [f"alice: spam {n}" for n in range(len(relayed))])
+        self.assertIn(len(relayed), (9, 10))
         self.assertIsNone(self.registry.holder("alice"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class InternalErrorTests(SessionTestMixin, SynchronousTestCase):

@@ -3,21 +3,27 @@ Tests for L{chatservice.tap} and the twistd dropin: option parsing, the
 service C{makeService} wires (on a fake reactor), and plugin discovery.
 """
 
+import io
 import signal
 import subprocess
 import sys
 from dataclasses import replace
 
+from twisted import copyright
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
+from twisted.logger import LogLevel, capturedLogs
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from chatservice import tap
+from chatservice import __version__, tap
 from chatservice.flood import FloodPolicy
+from chatservice.interfaces import IParticipant
 from chatservice.limits import Limits
 from chatservice.listen import DatagramAddress
 from chatservice.service import ChatService
@@ -76,6 +82,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["max-backlog"], 1048576)
         self.assertEqual(options["flood-rate"], 10)
         self.assertEqual(options["flood-burst"], 20)
+        self.assertEqual(options["flood-queue"], FloodPolicy().queue)
+        self.assertEqual(options["log-level"], LogLevel.info)
         self.assertEqual(options["max-clients"], 10000)
         self.assertEqual(options["max-per-ip"], 100)
         self.assertEqual(options["login-timeout"], 60)
@@ -88,7 +96,7 @@ class OptionsTests(SynchronousTestCase):
             Limits(
                 max_line=4096,
                 max_backlog=1048576,
-                flood=FloodPolicy(rate=10.0, burst=20),
+                flood=FloodPolicy(rate=10.0, burst=20, queue=FloodPolicy().queue),
                 max_clients=10000,
                 max_per_ip=100,
                 login_timeout=60.0,
@@ -130,6 +138,8 @@ class OptionsTests(SynchronousTestCase):
             ("--max-backlog", "5000", "max_backlog", 5000),
             ("--flood-rate", "2.5", "flood", FloodPolicy(rate=2.5, burst=20)),
             ("--flood-burst", "3", "flood", FloodPolicy(rate=10.0, burst=3)),
+            ("--flood-queue", "7", "flood", FloodPolicy(rate=10.0, burst=20, queue=7)),
+            ("--flood-queue", "0", "flood", FloodPolicy(rate=10.0, burst=20, queue=0)),
             ("--max-clients", "7", "max_clients", 7),
             ("--max-per-ip", "4", "max_per_ip", 4),
             ("--login-timeout", "1.5", "login_timeout", 1.5),
@@ -173,6 +183,10 @@ class OptionsTests(SynchronousTestCase):
             ("--flood-rate", "fast"),
             ("--flood-burst", "-1"),
             ("--flood-burst", "0"),  # with flood control on
+            ("--flood-queue", "-1"),
+            ("--flood-queue", "many"),
+            ("--log-level", "verbose"),
+            ("--log-level", ""),
             ("--max-clients", "-1"),
             ("--max-per-ip", "x"),
             ("--login-timeout", "-1"),
@@ -192,10 +206,34 @@ class OptionsTests(SynchronousTestCase):
             self.assertTrue(help_text.strip(), name)
         text = str(tap.Options())
         for name in (
-            "tcp", "udp", "max-line", "max-backlog", "flood-rate", "flood-burst",
+            "tcp", "udp", "max-line", "max-backlog", "flood-rate", "flood-burst", "flood-queue",
             "max-clients", "max-per-ip", "login-timeout", "udp-timeout", "shutdown-grace",
+            "log-level", "version",
         ):
             self.assertIn(f"--{name}", text)
+
+    def test_log_levels(self):
+        for name, level in (
+            ("debug", LogLevel.debug), ("info", LogLevel.info), ("warn", LogLevel.warn),
+            ("error", LogLevel.error), ("critical", LogLevel.critical), ("DEBUG", LogLevel.debug),
+        ):
+            self.assertEqual(parse("--log-level", name)["log-level"], level, name)
+
+    def test_flood_queue_help_says_what_happens_past_it(self):
+        [help_text] = [h for n, _, _, h, *_ in tap.Options.optParameters if n == "flood-queue"]
+        self.assertEqual(
+            help_text,
+            "Lines a UDP user may have waiting when over --flood-rate; further lines are "
+            "refused (TCP users are slowed by not reading their socket instead).",
+        )
+
+    def test_version_is_chatrooms(self):
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        with self.assertRaises(SystemExit) as raised:
+            parse("--version")
+        self.assertEqual(raised.exception.code, 0)
+        self.assertEqual(out.getvalue(), f"chatroom {__version__} (Twisted {copyright.version})\n")
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -281,6 +319,39 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(reactor.whenRunningHooks, [])
         self.assertEqual(signal.getsignal(signal.SIGTERM), before)
 
+    def test_logs_where_each_listener_listens(self):
+        reactor = UDPMemoryReactor()
+        service = tap.makeService(
+            parse("--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "udp:4568:interface=127.0.0.1"),
+            reactor=reactor,
+        )
+        with capturedLogs() as events:
+            service.startService()
+        listening = [e for e in events if "listening on" in e["log_format"]]
+        self.assertEqual(
+            [(e["kind"], e["what"], e["address"], e["log_level"]) for e in listening],
+            [
+                # MemoryReactor's TCP port says 0.0.0.0 whatever it was asked.
+                ("TCP", "line chat", "0.0.0.0:4567", LogLevel.info),
+                ("UDP", "chat", "127.0.0.1:4568", LogLevel.info),
+            ],
+        )
+
+    def test_cannot_listen_is_raised_with_one_critical_line(self):
+        """With a reactor given (not twistd's), the error is raised, not turned into an exit."""
+        taken = CannotListenError("127.0.0.1", 4567, OSError(98, "Address already in use"))
+        service = tap.makeService(
+            parse("--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "off"),
+            reactor=RaisingMemoryReactor(listenException=taken),
+        )
+        with capturedLogs() as events:
+            self.assertRaises(CannotListenError, service.privilegedStartService)
+        [line] = [e for e in events if e["log_level"] is LogLevel.critical]
+        self.assertEqual(
+            (line["kind"], line["where"], line["reason"]),
+            ("TCP", "port 4567 on 127.0.0.1", "address already in use"),
+        )
+
     def test_stop_stops_listening(self):
         reactor, service = self.make("--tcp", "7000", "--udp", "7001")
         service.startService()
@@ -289,6 +360,109 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertFalse(service.running)
         self.assertTrue(reactor.udpPorts[0].stopped)
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+
+class _JournalPort:
+    """A listening port that notes when it stops listening."""
+
+    def __init__(self, journal, kind, address):
+        self._journal = journal
+        self._kind = kind
+        self._address = address
+
+    def getHost(self):
+        return self._address
+
+    def stopListening(self):
+        self._journal.append(f"{self._kind} stops listening")
+        return defer.succeed(None)
+
+
+class JournalReactor(MemoryReactorClock):
+    """A MemoryReactorClock whose TCP and UDP ports note their stop in C{journal}."""
+
+    def __init__(self, journal):
+        super().__init__()
+        self._journal = journal
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        super().listenTCP(port, factory, backlog, interface)
+        return _JournalPort(self._journal, "TCP", IPv4Address("TCP", interface, port))
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        return _JournalPort(self._journal, "UDP", IPv4Address("UDP", interface, port))
+
+
+@implementer(IParticipant)
+class _HeldParticipant:
+    """Someone whose goodbye is noted in the journal and finishes on C{gone()}."""
+
+    nick = None
+    via = "fake"
+
+    def __init__(self, journal):
+        self._journal = journal
+        self._closing = defer.Deferred()
+
+    def deliver(self, events):
+        pass
+
+    def pause_input(self):
+        pass
+
+    def resume_input(self):
+        pass
+
+    def close(self, reason):
+        self._journal.append(f"goodbye: {reason}")
+        return self._closing
+
+    def gone(self):
+        self._closing.callback(None)
+
+
+class ShutdownOrderTests(SynchronousTestCase):
+    """
+    As makeService wires it: the TCP port closes before anyone is told
+    goodbye, and the UDP port stays open until the goodbyes are done.
+    """
+
+    def test_tcp_closes_first_udp_last(self):
+        journal = []
+        reactor = JournalReactor(journal)
+        service = tap.makeService(
+            parse("--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "udp:4568:interface=127.0.0.1"),
+            reactor=reactor,
+        )
+        service.startService()
+        user = _HeldParticipant(journal)
+        service.room.enter(user)
+        d = service.stopService()
+        reactor.advance(0)  # the room's end-of-turn flush
+        self.assertEqual(journal, ["TCP stops listening", "goodbye: server shutting down"])
+        self.assertNoResult(d)
+        user.gone()
+        reactor.advance(0)
+        self.assertEqual(
+            journal,
+            ["TCP stops listening", "goodbye: server shutting down", "UDP stops listening"],
+        )
+        self.successResultOf(d)
+
+    def test_udp_closes_when_the_grace_runs_out(self):
+        journal = []
+        reactor = JournalReactor(journal)
+        service = tap.makeService(
+            parse("--tcp", "7000", "--udp", "7001", "--shutdown-grace", "3"), reactor=reactor
+        )
+        service.startService()
+        service.room.enter(_HeldParticipant(journal))  # never finishes its goodbye
+        d = service.stopService()
+        reactor.advance(2.9)
+        self.assertNotIn("UDP stops listening", journal)
+        reactor.advance(0.1)
+        self.assertEqual(journal[-1], "UDP stops listening")
+        self.successResultOf(d)
 
 
 class PluginTests(SynchronousTestCase):

@@ -7,6 +7,7 @@ turn published at the end of the turn (C{clock.callLater(0, ...)}), so every
 check of output first runs that turn with C{clock.advance(0)}.
 """
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
@@ -14,15 +15,24 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from chatservice.events import Notice
 from chatservice.flood import FloodPolicy
 from chatservice.interfaces import IParticipant
 from chatservice.limits import Admission, Limits
 from chatservice.nicks import NickRegistry
 from chatservice.room import Room
-from chatservice.tcp import LineChatFactory, LineChatProtocol, SendQueue, strip_telnet
+from chatservice.tcp import LineChatFactory, LineChatProtocol, SendQueue
+from tests import support
+
+IAC, DO, DONT, WILL, WONT, SB, SE = b"\xff", b"\xfd", b"\xfe", b"\xfb", b"\xfc", b"\xfa", b"\xf0"
+IP, EL, EC, AO, AYT, BRK = b"\xf4", b"\xf8", b"\xf7", b"\xf5", b"\xf6", b"\xf3"
+TM, ECHO, SGA, TTYPE = b"\x06", b"\x01", b"\x03", b"\x18"
+#: What Debian's telnet sends on Ctrl-C; it then shows nothing until the WILL TIMING-MARK.
+CTRL_C = IAC + IP + IAC + DO + TM
+TM_ANSWER = IAC + WILL + TM
 
 GREETING = b"* welcome to chatroom, what is your nickname?\r\n"
 ASK_AGAIN = b"* what is your nickname?\r\n"
@@ -42,13 +52,14 @@ class _Harness(SynchronousTestCase):
     """Builds a room and factory on a Clock; connects users to it."""
 
     limits = Limits()
+    factory_class = LineChatFactory
 
     def setUp(self):
         self.clock = Clock()
         self.registry = NickRegistry()
         self.room = Room(clock=self.clock)
         self.admission = Admission(self.limits.max_clients, self.limits.max_per_ip)
-        self.factory = LineChatFactory(
+        self.factory = self.factory_class(
             self.room, self.registry, self.clock, self.admission, self.limits
         )
         self._next_port = 50000
@@ -167,7 +178,7 @@ class ConnectingTests(_Harness):
         self.assertEqual(
             out.value(),
             GREETING
-            + b"! invalid nickname a b: use only letters, digits and _-[]{}\\|^\r\n"
+            + b"! invalid nickname a b: use only ASCII letters, digits and _-[]{}\\|^\r\n"
             + ASK_AGAIN,
         )
         self.assertIsNone(proto.nick)
@@ -352,7 +363,7 @@ class ChattingTests(_Harness):
         self.clock.advance(0)
         self.assertEqual(bob_out.value(), b"[private] alice: psst, over here\r\n")
         self.assertEqual(carol_out.value(), b"")
-        self.assertEqual(alice_out.value(), b"")
+        self.assertEqual(alice_out.value(), b"-> bob: psst, over here\r\n")
 
     def test_msg_nick_any_case(self):
         (alice, _), (bob, bob_out) = self.connect_all("alice", "bob")
@@ -386,7 +397,7 @@ class ChattingTests(_Harness):
         alice.dataReceived(b"back\n")
         self.clock.advance(0)
         self.assertEqual(alice_out.value(), b"[private] bob: hi\r\n")
-        self.assertEqual(bob_out.value(), b"alicia: back\r\n")
+        self.assertEqual(bob_out.value(), b"-> alicia: hi\r\nalicia: back\r\n")
 
     def test_nick_change_frees_the_old_nick(self):
         (alice, _), = self.connect_all("alice")
@@ -567,41 +578,465 @@ class LineLengthTests(_Harness):
         self.assertEqual(proto.MAX_LENGTH, 64)
 
 
-class TelnetTests(_Harness):
-    """Telnet IAC negotiation is stripped, never relayed."""
+class RecordingSession:
+    """Stands in for the session: records the lines it is handed, and can pause on some."""
 
-    def test_negotiation_before_nick_stripped(self):
+    def __init__(self, participant):
+        self.participant = participant
+        self.lines = []
+        self.on_line = {}  # line text -> callable run while handling it
+        self.ended = None
+
+    def start(self):
+        pass
+
+    def handle(self, line):
+        self.lines.append(line)
+        action = self.on_line.get(line)
+        if action is not None:
+            action()
+
+    def end(self, reason, goodbye=None):
+        self.ended = reason
+
+    def connection_lost(self):
+        self.end("connection lost")
+
+
+class _RecordingFactory(LineChatFactory):
+    """Gives each connection a L{RecordingSession} instead of the chat rules."""
+
+    def make_session(self, participant):
+        return RecordingSession(participant)
+
+
+class _FakeSessionHarness(_Harness):
+    """Connections whose session is a L{RecordingSession}: what the protocol hands over, exactly."""
+
+    factory_class = _RecordingFactory
+
+    def open(self, host="127.0.0.1"):
+        proto, out = super().open(host)
+        return proto, out, proto._session
+
+
+class TelnetTests(_Harness):
+    """Telnet commands are answered or applied, never relayed (every case: tests.test_telnet)."""
+
+    def test_negotiation_before_nick_refused_and_stripped(self):
         proto, out = self.open()
-        proto.dataReceived(b"\xff\xfb\x01\xff\xfa\x18\x01\xff\xf0alice\r\n")
+        out.clear()
+        proto.dataReceived(IAC + WILL + ECHO + IAC + SB + TTYPE + b"\x01" + IAC + SE + b"alice\r\n")
+        self.assertEqual(out.value(), IAC + DONT + ECHO)
         self.clock.advance(0)
         self.assertEqual(proto.nick, "alice")
 
     def test_negotiation_in_a_line_stripped(self):
-        (alice, _), (bob, bob_out) = self.connect_all("alice", "bob")
-        alice.dataReceived(b"\xff\xfd\x03hel\xff\xfb\x01lo\xff\xfa\x18\x01\xff\xf0 you\r\n")
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        alice.dataReceived(IAC + DO + SGA + b"hel" + IAC + WILL + ECHO + b"lo"
+                           + IAC + SB + TTYPE + b"\x01" + IAC + SE + b" you\r\n")
         self.clock.advance(0)
         self.assertEqual(bob_out.value(), b"alice: hello you\r\n")
+        self.assertEqual(alice_out.value(), IAC + WONT + SGA + IAC + DONT + ECHO)
 
-    def test_negotiation_only_line_ignored(self):
+    def test_negotiation_only_line_relays_nothing(self):
         (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
-        alice.dataReceived(b"\xff\xfb\x01\xff\xfb\x03\xff\xfd\x18\r\n")
+        alice.dataReceived(IAC + WILL + ECHO + IAC + WILL + SGA + IAC + DO + TTYPE + b"\r\n")
         self.clock.advance(0)
         self.assertEqual(bob_out.value(), b"")
+        self.assertEqual(
+            alice_out.value(), IAC + DONT + ECHO + IAC + DONT + SGA + IAC + WONT + TTYPE
+        )
+
+    def test_wont_and_dont_get_no_answer(self):
+        (alice, alice_out), = self.connect_all("alice")
+        alice.dataReceived(IAC + WONT + ECHO + IAC + DONT + SGA + IAC + DONT + TM)
+        self.clock.advance(0)
         self.assertEqual(alice_out.value(), b"")
 
     def test_negotiation_split_over_chunks(self):
-        (alice, _), (bob, bob_out) = self.connect_all("alice", "bob")
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
         alice.dataReceived(b"\xff")
         alice.dataReceived(b"\xfb")
+        self.assertEqual(alice_out.value(), b"")
         alice.dataReceived(b"\x01hi\r\n")
         self.clock.advance(0)
         self.assertEqual(bob_out.value(), b"alice: hi\r\n")
+        self.assertEqual(alice_out.value(), IAC + DONT + ECHO)
 
-    def test_strip_telnet(self):
-        self.assertEqual(strip_telnet(b"\xff\xfb\x01abc"), b"abc")
-        self.assertEqual(strip_telnet(b"a\xff\xfa\x18\x01\xff\xf0b"), b"ab")
-        self.assertEqual(strip_telnet(b"a\xff\xf1b"), b"ab")  # IAC NOP
-        self.assertEqual(strip_telnet(b"plain"), b"plain")
+    def test_ctrl_c_is_answered_and_lines_keep_coming(self):
+        """The issue: after Ctrl-C telnet shows nothing until its timing mark is answered."""
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        alice.dataReceived(CTRL_C)
+        self.assertEqual(alice_out.value(), TM_ANSWER)
+        bob.dataReceived(b"still there?\r\n")
+        self.clock.advance(0)
+        self.assertEqual(alice_out.value(), TM_ANSWER + b"bob: still there?\r\n")
+        alice.dataReceived(b"yes\r\n")
+        self.clock.advance(0)
+        self.assertEqual(bob_out.value(), b"alice: yes\r\n")
+
+    def test_every_ctrl_c_is_answered(self):
+        (alice, alice_out), = self.connect_all("alice")
+        for _ in range(3):
+            alice.dataReceived(CTRL_C)
+        self.assertEqual(alice_out.value(), TM_ANSWER * 3)
+
+    def test_timing_mark_answer_keeps_its_place_behind_queued_output(self):
+        """Sent through the send queue: it never overtakes output telnet is to discard."""
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        alice_out.producer.pauseProducing()  # alice's socket buffer is full
+        bob.dataReceived(b"before\n")
+        self.clock.advance(0)
+        alice.dataReceived(CTRL_C)
+        bob.dataReceived(b"after\n")
+        self.clock.advance(0)
+        self.assertEqual(alice_out.value(), b"")
+        alice_out.producer.resumeProducing()
+        self.assertEqual(alice_out.value(), b"bob: before\r\n" + TM_ANSWER + b"bob: after\r\n")
+
+    def test_other_commands_break_nothing(self):
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        alice.dataReceived(
+            IAC + AO + IAC + DO + TM + IAC + BRK + IAC + AYT + b"\xff\xf1\xff\xf2ok\r\n"
+        )
+        self.clock.advance(0)
+        self.assertEqual(bob_out.value(), b"alice: ok\r\n")
+        self.assertEqual(alice_out.value(), TM_ANSWER)
+        self.assertFalse(alice_out.disconnecting)
+
+    def test_no_answer_once_closing(self):
+        (alice, alice_out), = self.connect_all("alice")
+        alice.close("bye")
+        alice_out.clear()
+        alice.dataReceived(CTRL_C + IAC + DO + ECHO)
+        self.assertEqual(alice_out.value(), b"")
+
+    def test_iac_iac_is_one_ff_byte(self):
+        """0xFF is never UTF-8, so the others see U+FFFD, as for any invalid byte."""
+        (alice, _), (bob, bob_out) = self.connect_all("alice", "bob")
+        alice.dataReceived(b"a" + IAC + IAC + b"b\r\n")
+        self.clock.advance(0)
+        self.assertEqual(bob_out.value(), "alice: a\ufffdb\r\n".encode())
+
+    def test_long_subnegotiation_bounded_and_logged(self):
+        from chatservice.telnet import MAX_SUBNEGOTIATION
+
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        with capturedLogs() as events:
+            alice.dataReceived(IAC + SB + TTYPE)
+            for _ in range(MAX_SUBNEGOTIATION // 1000):
+                alice.dataReceived(b"\x00" * 1000)
+            self.assertEqual(alice._buffer, b"")
+            alice.dataReceived(b"\x00" * 1000 + b"\nback\r\n")
+        self.clock.advance(0)
+        self.assertEqual(bob_out.value(), b"alice: back\r\n")
+        warnings = [e for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("subnegotiation", warnings[0]["log_format"])
+
+    def test_commands_logged_at_debug_with_answers(self):
+        (alice, _), = self.connect_all("alice")
+        with capturedLogs() as events:
+            alice.dataReceived(CTRL_C)
+        [event] = [e for e in events if "commands" in e]
+        self.assertEqual(event["log_level"], LogLevel.debug)
+        self.assertEqual(event["commands"], ("IP", "DO TIMING-MARK"))
+        self.assertEqual(event["answers"], ("WILL TIMING-MARK",))
+        self.assertEqual(event["nick"], "alice")
+
+
+class TelnetLineTests(_FakeSessionHarness):
+    """Exactly the lines the session is handed: line ends, erasing, interrupts."""
+
+    def test_each_line_end_is_one_line(self):
+        for end in (b"\r\n", b"\r\x00", b"\n"):
+            proto, _, session = self.open()
+            proto.dataReceived(b"one" + end + b"two" + end)
+            self.assertEqual(session.lines, ["one", "two"], end)
+
+    def test_cr_at_end_of_a_read(self):
+        for second in (b"\n", b"\x00"):
+            proto, _, session = self.open()
+            proto.dataReceived(b"hello\r")
+            self.assertEqual(session.lines, [])
+            proto.dataReceived(second + b"next\r")
+            self.assertEqual(session.lines, ["hello"], second)
+            proto.dataReceived(second)
+            self.assertEqual(session.lines, ["hello", "next"], second)
+
+    def test_every_split_of_a_telnet_stream(self):
+        stream = b"a\r\nb\r\x00c\nd" + CTRL_C + b"e\xc3\xa9\x7f\r\n" + IAC + IAC + b"\r\n"
+        for cut in range(len(stream) + 1):
+            proto, out, session = self.open()
+            out.clear()
+            proto.dataReceived(stream[:cut])
+            proto.dataReceived(stream[cut:])
+            self.assertEqual(session.lines, ["a", "b", "c", "e", "\ufffd"], cut)
+            self.assertEqual(out.value(), TM_ANSWER, cut)
+
+    def test_nc_lines_unchanged_and_never_decoded(self):
+        """A read without IAC or CR skips the telnet decoder: nc's hot path costs nothing more."""
+        proto, _, session = self.open()
+        calls = []
+        for name in ("decode", "line_ends"):
+            real = getattr(proto._telnet, name)
+            setattr(proto._telnet, name,
+                    lambda data, name=name, real=real: calls.append((name, data)) or real(data))
+        text = "plain \t line, ünïcode 世界 🎉, \x00 \x1b[31m and \x85"
+        proto.dataReceived(text.encode() + b"\nsecond\nthi")
+        proto.dataReceived(b"rd\n")
+        self.assertEqual(session.lines, [text, "second", "third"])
+        self.assertEqual(calls, [])
+        proto.dataReceived(b"telnet\r\n")
+        proto.dataReceived(b"ctrl-c" + CTRL_C)
+        self.assertEqual(calls, [("line_ends", b"telnet\r\n"), ("decode", b"ctrl-c" + CTRL_C)])
+
+    def test_backspace_and_delete_erase_a_character(self):
+        proto, _, session = self.open()
+        proto.dataReceived(b"helo\x08lo\nwrold\x7f\x7f\x7f\x7forld\r\n")
+        self.assertEqual(session.lines, ["hello", "world"])
+
+    def test_erase_on_an_empty_line_does_nothing(self):
+        proto, _, session = self.open()
+        proto.dataReceived(b"\x08\x7fhi\n\x7f\n")
+        self.assertEqual(session.lines, ["hi", ""])
+
+    def test_erase_takes_a_whole_utf8_character(self):
+        proto, _, session = self.open()
+        proto.dataReceived("caf\u00e9\x7fe 世\x08界 🎉\x7f!\n".encode())
+        self.assertEqual(session.lines, ["cafe 界 !"])
+
+    def test_erase_reaches_into_an_earlier_read(self):
+        proto, _, session = self.open()
+        proto.dataReceived("ab世".encode()[:-1])  # the last character cut in two
+        proto.dataReceived("ab世".encode()[-1:] + b"\x7f\x7fc\r\n")
+        self.assertEqual(session.lines, ["ac"])
+
+    def test_telnet_erase_character_and_erase_line(self):
+        proto, _, session = self.open()
+        proto.dataReceived(b"abx" + IAC + EC + b"c\r\n" + b"scrap" + IAC + EL + b"kept\r\n")
+        self.assertEqual(session.lines, ["abc", "kept"])
+
+    def test_interrupt_discards_the_partial_line_only(self):
+        proto, _, session = self.open()
+        proto.dataReceived(b"done\r\nhalf a li")
+        proto.dataReceived(b"ne" + CTRL_C)
+        proto.dataReceived(b"fresh\r\n")
+        self.assertEqual(session.lines, ["done", "fresh"])
+
+
+class TelnetLongLineTests(_FakeSessionHarness):
+    """The line limit with telnet line ends and interrupts."""
+
+    limits = Limits(max_line=8)
+
+    def test_interrupt_ends_the_discard_of_a_long_line(self):
+        proto, out, session = self.open()
+        proto.dataReceived(b"x" * 20)
+        self.clock.advance(0)
+        self.assertEqual(out.value(), b"! line too long (max 8 bytes)\r\n")
+        proto.dataReceived(b"xx" + CTRL_C + b"short\r\n")
+        self.assertEqual(session.lines, ["short"])
+
+    def test_limit_counts_the_line_not_its_crlf(self):
+        proto, out, session = self.open()
+        out.clear()
+        proto.dataReceived(b"12345678\r\n123456789\r\n")
+        self.clock.advance(0)
+        self.assertEqual(session.lines, ["12345678"])
+        self.assertEqual(out.value(), b"! line too long (max 8 bytes)\r\n")
+
+
+class InputPausingTests(_FakeSessionHarness):
+    """pause_input/resume_input: lines wait in order and the socket is not read meanwhile."""
+
+    FIVE = b"line 1\r\nline 2\r\nline 3\r\nline 4\r\nline 5\r\n"
+
+    def test_pause_on_the_second_of_five_lines(self):
+        proto, out, session = self.open()
+        session.on_line["line 2"] = proto.pause_input
+        proto.dataReceived(self.FIVE)
+        self.assertEqual(session.lines, ["line 1", "line 2"])
+        self.assertEqual(out.producerState, "paused")
+        proto.resume_input()
+        self.assertEqual(session.lines, [f"line {n}" for n in range(1, 6)])
+        self.assertEqual(out.producerState, "producing")
+
+    def test_pause_again_while_resuming(self):
+        proto, out, session = self.open()
+        session.on_line["line 2"] = proto.pause_input
+        session.on_line["line 4"] = proto.pause_input
+        proto.dataReceived(self.FIVE)
+        proto.resume_input()
+        self.assertEqual(session.lines, ["line 1", "line 2", "line 3", "line 4"])
+        self.assertEqual(out.producerState, "paused")
+        proto.resume_input()
+        self.assertEqual(session.lines, [f"line {n}" for n in range(1, 6)])
+        self.assertEqual(out.producerState, "producing")
+
+    def test_resume_from_inside_handle(self):
+        """A registry that answers at once: pause and resume within one line."""
+        proto, out, session = self.open()
+
+        def pause_and_resume():
+            proto.pause_input()
+            proto.resume_input()
+
+        session.on_line["line 2"] = pause_and_resume
+        proto.dataReceived(self.FIVE)
+        self.assertEqual(session.lines, [f"line {n}" for n in range(1, 6)])
+        self.assertEqual(out.producerState, "producing")
+
+    def test_resume_from_inside_a_later_line_handed_over(self):
+        proto, out, session = self.open()
+        session.on_line["line 2"] = proto.pause_input
+        session.on_line["line 3"] = lambda: (proto.pause_input(), proto.resume_input())
+        proto.dataReceived(self.FIVE)
+        proto.resume_input()
+        self.assertEqual(session.lines, [f"line {n}" for n in range(1, 6)])
+        self.assertEqual(out.producerState, "producing")
+
+    def test_resume_from_a_timer(self):
+        proto, out, session = self.open()
+
+        def pause_for_a_second():
+            proto.pause_input()
+            self.clock.callLater(1, proto.resume_input)
+
+        session.on_line["line 1"] = pause_for_a_second
+        proto.dataReceived(self.FIVE)
+        self.clock.advance(0.9)
+        self.assertEqual(session.lines, ["line 1"])
+        self.clock.advance(0.1)
+        self.assertEqual(len(session.lines), 5)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reads_while_paused_wait_in_order(self):
+        """A transport may still deliver what it had already read (the rest of a TLS record)."""
+        proto, out, session = self.open()
+        session.on_line["line 1"] = proto.pause_input
+        proto.dataReceived(b"line 1\nline 2\nli")
+        proto.dataReceived(b"ne 3\nline 4\r")
+        proto.dataReceived(b"\nline 5")
+        self.assertEqual(session.lines, ["line 1"])
+        proto.resume_input()
+        self.assertEqual(session.lines, ["line 1", "line 2", "line 3", "line 4"])
+        proto.dataReceived(b"\n")
+        self.assertEqual(session.lines[-1], "line 5")
+
+    def test_telnet_answered_while_paused(self):
+        proto, out, session = self.open()
+        out.clear()
+        session.on_line["line 1"] = proto.pause_input
+        proto.dataReceived(b"line 1\r\nline 2\r\n" + CTRL_C)
+        self.assertEqual(out.value(), TM_ANSWER)
+        self.assertEqual(session.lines, ["line 1"])
+        proto.resume_input()
+        self.assertEqual(session.lines, ["line 1", "line 2"])
+
+    def test_interrupt_while_paused_keeps_complete_lines(self):
+        proto, out, session = self.open()
+        session.on_line["line 1"] = proto.pause_input
+        proto.dataReceived(b"line 1\r\nline 2\r\nhalf")
+        proto.dataReceived(CTRL_C + b"line 3\r\n")
+        proto.resume_input()
+        self.assertEqual(session.lines, ["line 1", "line 2", "line 3"])
+
+    def test_output_flows_while_input_is_paused(self):
+        """Input pausing stops reading; the send queue (the producer for writing) is untouched."""
+        proto, out, session = self.open()
+        out.clear()
+        proto.pause_input()
+        self.assertIsInstance(out.producer, SendQueue)
+        self.room.tell(proto, Notice("hello"))
+        self.clock.advance(0)
+        self.assertEqual(out.value(), b"* hello\r\n")
+        out.producer.pauseProducing()  # the socket's buffer fills, then drains
+        out.producer.resumeProducing()
+        self.assertEqual(out.producerState, "paused")
+
+    def test_close_while_paused(self):
+        proto, out, session = self.open()
+        session.on_line["line 1"] = proto.pause_input
+        proto.dataReceived(self.FIVE)
+        d = proto.close("server shutting down")
+        self.assertTrue(out.disconnecting)
+        proto.resume_input()  # e.g. the flood timer fires; must not touch the closing transport
+        self.assertEqual(session.lines, ["line 1"])
+        proto.pause_input()
+        self.lose(proto, ConnectionDone)
+        self.successResultOf(d)
+        proto.resume_input()
+        self.assertEqual(session.lines, ["line 1"])
+
+    def test_connection_lost_while_paused(self):
+        proto, out, session = self.open()
+        session.on_line["line 1"] = proto.pause_input
+        proto.dataReceived(self.FIVE)
+        self.lose(proto)
+        self.assertEqual(session.ended, "connection lost")
+        proto.resume_input()
+        self.assertEqual(session.lines, ["line 1"])
+        self.assertEqual(proto._pending, [])
+
+    def test_pause_and_resume_are_idempotent(self):
+        proto, out, session = self.open()
+        proto.pause_input()
+        proto.pause_input()
+        self.assertEqual(out.producerState, "paused")
+        proto.resume_input()
+        proto.resume_input()
+        self.assertEqual(out.producerState, "producing")
+        proto.dataReceived(b"after\n")
+        self.assertEqual(session.lines, ["after"])
+
+
+class InputPausingLongLineTests(_FakeSessionHarness):
+    """While paused, an over-long line is still bounded, and refused in its place."""
+
+    limits = Limits(max_line=10)
+
+    def test_too_long_line_while_paused_refused_in_its_place(self):
+        proto, out, session = self.open()
+        out.clear()
+
+        def tell_then_pause():
+            self.room.tell(proto, Notice("first"))
+            proto.pause_input()
+
+        session.on_line["line 1"] = tell_then_pause
+        proto.dataReceived(b"line 1\nline 2\n" + b"x" * 50)
+        proto.dataReceived(b"x" * 50)
+        self.assertLessEqual(len(proto._buffer), 10)
+        proto.dataReceived(b"x\nline 3\n")
+        self.clock.advance(0)
+        self.assertEqual(out.value(), b"* first\r\n")
+        session.on_line["line 2"] = lambda: self.room.tell(proto, Notice("second"))
+        proto.resume_input()
+        self.clock.advance(0)
+        self.assertEqual(session.lines, ["line 1", "line 2", "line 3"])
+        self.assertEqual(
+            out.value(), b"* first\r\n* second\r\n! line too long (max 10 bytes)\r\n"
+        )
+
+
+class InputPausingWithSessionTests(_Harness):
+    """With the real session, which pauses a sender over the flood rate."""
+
+    limits = Limits(flood=FloodPolicy(rate=10, burst=2))
+
+    def test_a_paste_over_the_rate_loses_no_line(self):
+        """What the session holds plus what the protocol holds is every line, in order."""
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        self.clock.advance(60)
+        alice.dataReceived(b"".join(b"l%d\r\n" % n for n in range(8)))
+        self.clock.advance(0)
+        self.assertEqual(alice_out.producerState, "paused")
+        self.clock.pump([0.1] * 20)
+        relayed = [line for line in bob_out.value().split(b"\r\n") if line.startswith(b"alice: ")]
+        self.assertEqual(relayed, [b"alice: l%d" % n for n in range(8)])
+        self.assertEqual(alice_out.producerState, "producing")
 
 
 class SlowReaderTests(_Harness):
@@ -819,3 +1254,77 @@ class CloseTests(_Harness):
         self.lose(alice, ConnectionDone)
         self.lose(proto, ConnectionDone)
         self.successResultOf(d)
+
+
+class _GreetingSession(RecordingSession):
+    """A L{RecordingSession} that says hello, so the client knows the server side is up."""
+
+    def start(self):
+        self.participant.transport.write(b"hello\r\n")
+
+
+class _GreetingFactory(LineChatFactory):
+    def make_session(self, participant):
+        return _GreetingSession(participant)
+
+
+class InputPausingLoopbackTests(TestCase):
+    """On a real TCP connection: pausing input stops reading the socket, and only that."""
+
+    timeout = 30
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.room = Room(clock=reactor)
+        self.factory = _GreetingFactory(
+            self.room, NickRegistry(), reactor, Admission(10, 10), Limits()
+        )
+        self.built = []
+        build = self.factory.buildProtocol
+        self.factory.buildProtocol = lambda addr: self.built.append(build(addr)) or self.built[-1]
+        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    def reading(self, proto):
+        """Whether the reactor is reading this connection's socket."""
+        return proto.transport in self.reactor.getReaders()
+
+    @defer.inlineCallbacks
+    def test_paused_socket_is_not_read_and_output_still_flows(self):
+        user = yield support.connect(self.reactor, self.port)
+        self.addCleanup(user.close)
+        self.assertEqual((yield user.next_line()), "hello")
+        [proto] = self.built
+        session = proto._session
+        paused = defer.Deferred()
+
+        def pause():
+            proto.pause_input()
+            paused.callback(None)
+
+        session.on_line["line 2"] = pause
+        user.send(InputPausingTests.FIVE)
+        yield paused.addTimeout(support.WAIT, self.reactor)
+        self.assertEqual(session.lines, ["line 1", "line 2"])
+        self.assertFalse(self.reading(proto))
+        # Output is not input: 500 kB to the user (past Twisted's 64 kB write buffer, so
+        # the send queue is paused and resumed) goes out while its input stays paused.
+        text = "x" * 1000
+        for _ in range(500):
+            self.room.tell(proto, Notice(text))
+            self.room.flush()
+        received = yield user.read_lines(500)
+        self.assertEqual(received, ["* " + text] * 500)
+        self.assertFalse(self.reading(proto))
+        self.assertEqual(session.lines, ["line 1", "line 2"])
+        proto.resume_input()
+        self.assertEqual(session.lines, [f"line {n}" for n in range(1, 6)])
+        self.assertTrue(self.reading(proto))
+        got_six = defer.Deferred()
+        session.on_line["line 6"] = lambda: got_six.callback(None)
+        user.send(b"line 6\r\n")
+        yield got_six.addTimeout(support.WAIT, self.reactor)
+        self.assertEqual(session.lines[-1], "line 6")

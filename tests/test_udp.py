@@ -1,21 +1,29 @@
-"""The UDP side: challenge, join, reliable lines, expiry, shutdown, limits."""
+"""The UDP side: challenge, join, session secret, reliable lines, expiry, shutdown, limits."""
+
+import re
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from chatservice.errors import InvalidNick
 from chatservice.flood import FloodPolicy
 from chatservice.interfaces import IParticipant
 from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry
+from chatservice.nicks import NickRegistry, validate
 from chatservice.reliable import AckFrame, DataFrame, encode_ack, parse_frame
 from chatservice.room import Room
+from chatservice.session import REGISTRY_TIMEOUT
 from chatservice.tcp import LineChatFactory
 from chatservice.udp import MAX_DATAGRAM, DatagramChat, UdpPeer
+from tests.fakes import DeferredRegistry
 
 ALICE = ("127.0.0.1", 40001)
+BOB = ("127.0.0.1", 40002)
 MALLORY = ("127.0.0.1", 40666)
+SESSION = re.compile(rb"SESSION ([0-9a-f]{16})\Z")
 
 
 class FakeDatagramTransport:
@@ -41,31 +49,71 @@ class UdpTestMixin:
         self.registry = NickRegistry()
         self.room = Room(self.clock)
         self.admission = Admission(self.limits.max_clients, self.limits.max_per_ip)
+        self.make_chat()
+
+    def make_chat(self):
+        """(Re)build the UDP side from the test's room, registry, admission and limits."""
         self.chat = DatagramChat(
             self.room, self.registry, self.clock, self.admission, self.limits, secret=b"k"
         )
         self.wire = FakeDatagramTransport()
         self.chat.makeConnection(self.wire)
+        self.secrets = {}
 
     def receive(self, datagram, address=ALICE):
+        """C{datagram} arrives from C{address} exactly as given (no secret added)."""
         self.chat.datagramReceived(datagram, address)
         self.clock.advance(0)
 
-    def join(self, nick=b"alice", address=ALICE):
-        """HELLO, TOKEN, JOIN; return the lines the server sent in sequence."""
-        self.receive(b"HELLO " + nick, address)
+    def say(self, frame, address=ALICE):
+        """C{frame} arrives from C{address} after that address's session secret, as clients send."""
+        self.receive(self.secrets[address] + b" " + frame, address)
+
+    def token(self, address=ALICE):
+        """HELLO, and the token the server answers with."""
+        self.receive(b"HELLO there", address)
         (reply,) = self.wire.take(address)
-        token = reply.split()[1]
+        return reply.split()[1]
+
+    def try_join(self, nick=b"alice", address=ALICE):
+        """HELLO, TOKEN, JOIN; return every datagram the server sent back to the JOIN."""
+        token = self.token(address)
         self.receive(b"JOIN " + token + b" " + nick, address)
-        return self.lines(address)
+        return self.wire.take(address)
+
+    def join(self, nick=b"alice", address=ALICE):
+        """Join; check SESSION comes first and keep its secret; return the numbered lines."""
+        token = self.token(address)
+        self.receive(b"JOIN " + token + b" " + nick, address)
+        datagrams = self.wire.take(address)
+        match = SESSION.match(datagrams[0]) if datagrams else None
+        self.assertIsNotNone(match, datagrams)
+        self.secrets[address] = match.group(1)
+        data = [parse_frame(d) for d in datagrams[1:]]
+        self.assertTrue(all(isinstance(f, DataFrame) for f in data), datagrams)
+        self.ack(data, address)
+        return [f.payload.decode() for f in data]
+
+    def ack(self, frames, address=ALICE):
+        """Acknowledge the highest of C{frames} (cumulatively), with the secret."""
+        if frames:
+            self.say(encode_ack(max(f.seq for f in frames)), address)
 
     def lines(self, address=ALICE, ack=True):
         """Data lines sent to C{address}; ACK them all (cumulatively) if C{ack}."""
         frames = [parse_frame(d) for d in self.wire.take(address)]
         data = [f for f in frames if isinstance(f, DataFrame)]
-        if ack and data:
-            self.receive(encode_ack(max(f.seq for f in data)), address)
+        if ack:
+            self.ack(data, address)
         return [f.payload.decode() for f in data]
+
+    def assert_nothing_left(self, address=ALICE, admitted=0):
+        """No peer, no admission slot, no timer, and no datagram ever again to C{address}."""
+        self.assertEqual(self.chat.peers(), [])
+        self.assertEqual(self.admission.total, admitted)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(120)
+        self.assertEqual(self.wire.take(address), [])
 
     def tcp_user(self, nick):
         factory = LineChatFactory(self.room, self.registry, self.clock, self.admission, self.limits)
@@ -120,13 +168,14 @@ class ChallengeTests(UdpTestMixin, SynchronousTestCase):
 
 class JoinTests(UdpTestMixin, SynchronousTestCase):
     def test_join_welcomes_in_sequence(self):
-        """The first data line after JOIN is the welcome, numbered 1."""
-        self.receive(b"HELLO alice")
-        token = self.wire.take(ALICE)[0].split()[1]
-        self.receive(b"JOIN " + token + b" alice")
-        frames = [parse_frame(d) for d in self.wire.take(ALICE)]
-        self.assertEqual(frames[0], DataFrame(1, False, b"* you are alice; 1 online: alice"))
-        self.assertEqual(frames[1], DataFrame(2, False, b"* type /help for commands"))
+        """JOIN gets SESSION, then the welcome numbered 1."""
+        datagrams = self.try_join(b"alice")
+        self.assertRegex(datagrams[0], SESSION)
+        frames = [parse_frame(d) for d in datagrams[1:]]
+        self.assertEqual(frames, [
+            DataFrame(1, False, b"* you are alice; 1 online: alice"),
+            DataFrame(2, False, b"* type /help for commands"),
+        ])
 
     def test_peer_is_a_participant(self):
         self.join()
@@ -137,12 +186,8 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
     def test_nick_held_on_tcp_is_refused(self):
         """TCP and UDP share one registry: a UDP user cannot take a TCP user's nick."""
         self.tcp_user("Alice")
-        lines = self.join(b"alice")
-        self.assertEqual(
-            lines, ["! nickname alice is taken, try another", "* what is your nickname?"]
-        )
-        self.receive(b"1 alice2")
-        self.assertEqual(self.lines()[0], "* you are alice2; 2 online: Alice, alice2")
+        self.assertEqual(self.try_join(b"alice"), [b"! nickname alice is taken, try another"])
+        self.assertEqual(self.join(b"alice2")[0], "* you are alice2; 2 online: Alice, alice2")
 
     def test_tcp_and_udp_users_chat(self):
         """Lines, joins, /who, /msg, renames and leaves cross transports in the same formats."""
@@ -150,20 +195,20 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         self.join()
         self.assertEqual(bob_out.value(), b"* alice joined\r\n")
         bob_out.clear()
-        self.receive(b"1 hello bob")
+        self.say(b"1 hello bob")
         self.assertEqual(bob_out.value(), b"alice: hello bob\r\n")
         bob.dataReceived(b"hi alice\n")
         self.clock.advance(0)
         self.assertEqual(self.lines(), ["bob: hi alice"])
-        self.receive(b"2 /who")
+        self.say(b"2 /who")
         self.assertEqual(self.lines(), ["* 2 online: bob (tcp), alice (udp)"])
         bob.dataReceived(b"/msg alice psst\n")
         self.clock.advance(0)
         self.assertEqual(self.lines(), ["[private] bob: psst"])
-        self.receive(b"3 /nick al")
+        self.say(b"3 /nick al")
         self.assertEqual(self.lines(), ["* alice is now known as al"])
         bob_out.clear()
-        self.receive(b"4 /quit bye")
+        self.say(b"4 /quit bye")
         self.assertEqual(bob_out.value(), b"* al left (bye)\r\n")
         self.assertEqual(self.lines(), ["* goodbye"])
         self.assertEqual(self.wire.take(ALICE), [b"BYE"])
@@ -175,8 +220,8 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         bob, bob_out = self.tcp_user("bob")
         self.join()
         bob_out.clear()
-        self.receive(b"1 once")
-        self.receive(b"1 once")
+        self.say(b"1 once")
+        self.say(b"1 once")
         self.assertEqual(bob_out.value(), b"alice: once\r\n")
         acks = [parse_frame(d) for d in self.wire.take(ALICE)]
         self.assertEqual(acks, [AckFrame(1, ()), AckFrame(1, ())])
@@ -185,14 +230,14 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         bob, bob_out = self.tcp_user("bob")
         self.join()
         bob_out.clear()
-        self.receive(b"2 second")
+        self.say(b"2 second")
         self.assertEqual(bob_out.value(), b"")
-        self.receive(b"1 first")
+        self.say(b"1 first")
         self.assertEqual(bob_out.value(), b"alice: first\r\nalice: second\r\n")
 
     def test_ping_gets_pong(self):
         self.join()
-        self.receive(b"PING\n")
+        self.say(b"PING\n")
         self.assertEqual(self.wire.take(ALICE), [b"PONG"])
 
     def test_oversized_line_is_refused_in_sequence(self):
@@ -200,15 +245,24 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         bob, bob_out = self.tcp_user("bob")
         self.join()
         bob_out.clear()
-        self.receive(b"1 " + b"x" * MAX_DATAGRAM)
+        self.say(b"1 " + b"x" * MAX_DATAGRAM)
         self.assertEqual(self.lines(), [f"! message too long (max {MAX_DATAGRAM} bytes)"])
-        self.receive(b"2 short")
+        self.say(b"2 short")
         self.assertEqual(bob_out.value(), b"alice: short\r\n")
 
     def test_malformed_datagram_from_a_member(self):
+        """Only a datagram with the right secret is told it is malformed."""
         self.join()
-        self.receive(b"hello without a number")
-        self.assertEqual(self.wire.take(ALICE), [b"! malformed datagram (see docs/udp-protocol.md)"])
+        self.say(b"hello without a number")
+        self.say(b"")
+        self.assertEqual(
+            self.wire.take(ALICE), [b"! malformed datagram (see docs/udp-protocol.md)"] * 2
+        )
+
+    def test_oversized_without_a_number_is_refused(self):
+        self.join()
+        self.say(b"ACK " + b"1 " * MAX_DATAGRAM)
+        self.assertEqual(self.wire.take(ALICE), [b"! datagram too long (max 1200 bytes)"])
 
     def test_long_lines_to_udp_are_split_and_whole(self):
         """A TCP user's 4000-byte line reaches a UDP user as continued pieces."""
@@ -249,7 +303,7 @@ class ReliabilityTests(UdpTestMixin, SynchronousTestCase):
         self.join()
         bob_out.clear()
         self.clock.advance(59)
-        self.receive(b"PING")
+        self.say(b"PING")
         self.clock.advance(59)
         self.assertEqual(bob_out.value(), b"")
         self.clock.advance(20)
@@ -265,7 +319,7 @@ class ReliabilityTests(UdpTestMixin, SynchronousTestCase):
         for i in range(1100):
             bob.dataReceived(b"line %d\n" % i)
             self.clock.advance(0)
-            self.receive(b"PING")
+            self.say(b"PING")
         self.assertIn(b"* alice left (too slow to read)\r\n", bob_out.value())
         self.assertEqual(self.chat.peers(), [])
 
@@ -281,7 +335,7 @@ class ShutdownTests(UdpTestMixin, SynchronousTestCase):
         self.assertEqual(frames[0], frames[1])
         self.assertEqual(frames[0].payload, b"* server shutting down")
         self.assertNoResult(d)
-        self.receive(encode_ack(frames[0].seq))
+        self.say(encode_ack(frames[0].seq))
         self.successResultOf(d)
         self.assertEqual(self.wire.take(ALICE), [b"BYE"])
 
@@ -299,13 +353,14 @@ class ShutdownTests(UdpTestMixin, SynchronousTestCase):
 class AdmissionTests(UdpTestMixin, SynchronousTestCase):
     def test_udp_joins_count_against_the_caps(self):
         self.admission = Admission(max_clients=10, max_per_ip=1)
-        self.chat.admission = self.admission
+        self.make_chat()
         self.join()
-        lines = self.join(b"bob", ("127.0.0.1", 40002))
-        self.assertEqual(lines, [])
         self.assertEqual(
-            self.wire.take(("127.0.0.1", 40002)), []
+            self.try_join(b"bob", BOB),
+            [b"! too many connections from your address (max 1)"],
         )
+        self.assertEqual([p.nick for p in self.chat.peers()], ["alice"])
+        self.assertEqual(self.admission.total, 1)
 
 
 class SendFailureTests(UdpTestMixin, SynchronousTestCase):
@@ -340,6 +395,298 @@ class ClosingTests(UdpTestMixin, SynchronousTestCase):
         (peer,) = self.chat.peers()
         peer.close("server shutting down")
         self.clock.advance(0)
-        self.receive(b"1 still here")
+        self.say(b"1 still here")
         self.assertNotIn(b"alice: still here", bob_out.value())
         self.assertIsNone(self.registry.holder("alice"))
+
+
+def other_secret(secret):
+    """A well-formed secret that is not C{secret} (its last hex digit changed)."""
+    return secret[:-1] + (b"0" if secret[-1:] != b"0" else b"1")
+
+
+class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
+    """After JOIN only datagrams carrying the session's secret count; forgeries get nothing."""
+
+    def test_each_session_gets_its_own_64_bit_secret(self):
+        self.join(b"alice", ALICE)
+        self.join(b"bob", BOB)
+        self.assertEqual([len(s) for s in self.secrets.values()], [16, 16])
+        self.assertNotEqual(self.secrets[ALICE], self.secrets[BOB])
+        self.say(b"BYE", ALICE)
+        self.wire.take(ALICE)
+        before = self.secrets[ALICE]
+        self.join(b"alice", ALICE)
+        self.assertNotEqual(self.secrets[ALICE], before)
+
+    def test_forged_ack_cannot_stop_retransmission(self):
+        """A spoofed C{ACK 2147483648} used to make the server drop the user's unacked lines."""
+        bob, _ = self.tcp_user("bob")
+        self.join()
+        bob.dataReceived(b"are you there?\n")
+        self.clock.advance(0)
+        (line,) = self.wire.take(ALICE)
+        self.receive(b"ACK 2147483648")
+        self.receive(other_secret(self.secrets[ALICE]) + b" ACK 4294967295")
+        self.assertEqual(self.wire.take(ALICE), [])
+        self.clock.advance(0.25)
+        self.assertEqual(self.wire.take(ALICE), [line])
+
+    def test_forged_line_is_not_applied(self):
+        """A spoofed C{1 /nick x} used to rename the user and make the real line 1 a duplicate."""
+        bob, bob_out = self.tcp_user("bob")
+        self.join()
+        bob_out.clear()
+        self.receive(b"1 /nick x")
+        self.receive(other_secret(self.secrets[ALICE]) + b" 1 /nick y")
+        self.assertEqual((bob_out.value(), self.wire.take(ALICE)), (b"", []))
+        self.say(b"1 hello")
+        self.assertEqual(bob_out.value(), b"alice: hello\r\n")
+        self.assertEqual([p.nick for p in self.chat.peers()], ["alice"])
+        self.assertIsNone(self.registry.holder("x"))
+
+    def test_another_sessions_secret_is_wrong(self):
+        carol, carol_out = self.tcp_user("carol")
+        self.join(b"alice", ALICE)
+        self.join(b"bob", BOB)
+        self.assertEqual(self.lines(ALICE), ["* bob joined"])
+        carol_out.clear()
+        self.receive(self.secrets[BOB] + b" 1 from the wrong address", ALICE)
+        self.assertEqual((carol_out.value(), self.wire.written), (b"", []))
+
+    def test_forged_datagrams_get_no_reply_at_all(self):
+        """Not even C{! malformed datagram}: forged traffic toward a joined address never grows."""
+        self.join()
+        wrong = other_secret(self.secrets[ALICE])
+        for datagram in [
+            b"x", b"", b"\n", b"PING", b"BYE", b"ACK 1", b"1 hi", b"HELLO there, token please",
+            b"JOIN 0000000000 alice", b"\xff\xfe garbage", b"x" * 5000, b"1 " + b"y" * 5000,
+            wrong + b" PING", wrong + b" garbage", wrong + b" BYE", wrong, wrong + b" " * 3000,
+            self.secrets[ALICE][:-1] + b" PING", self.secrets[ALICE] + b"0 PING",
+        ]:
+            self.chat.datagramReceived(datagram, ALICE)
+        self.clock.advance(0)
+        self.assertEqual(self.wire.written, [])
+        self.assertEqual([p.nick for p in self.chat.peers()], ["alice"])
+
+    def test_forged_datagrams_are_no_proof_of_life(self):
+        bob, bob_out = self.tcp_user("bob")
+        self.join()
+        bob_out.clear()
+        wrong = other_secret(self.secrets[ALICE])
+        for _ in range(16):
+            self.clock.advance(5)
+            self.receive(b"PING")
+            self.receive(wrong + b" PING")
+        self.assertEqual(bob_out.value(), b"* alice left (timed out)\r\n")
+        self.assertEqual(self.chat.peers(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_secret_alone_is_malformed(self):
+        self.join()
+        self.receive(self.secrets[ALICE])
+        self.assertEqual(
+            self.wire.take(ALICE), [b"! malformed datagram (see docs/udp-protocol.md)"]
+        )
+
+    def test_repeated_join_gets_the_same_session_and_nothing_else(self):
+        """The first SESSION may have been lost: a JOIN with the address's token gets it again."""
+        self.join()
+        session = b"SESSION " + self.secrets[ALICE]
+        token = self.chat.token_for(ALICE)
+        self.receive(b"JOIN " + token + b" alice")
+        self.assertEqual(self.wire.take(ALICE), [session])
+        self.receive(b"JOIN " + token + b" carol")
+        self.assertEqual(self.wire.take(ALICE), [session])
+        self.receive(b"JOIN 0000000000 alice")
+        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual([p.nick for p in self.chat.peers()], ["alice"])
+        self.assertIsNone(self.registry.holder("carol"))
+        self.say(b"1 still the same session")
+        self.assertEqual(self.wire.take(ALICE), [b"ACK 1"])
+
+    def test_bye_ends_the_session_as_a_quit(self):
+        bob, bob_out = self.tcp_user("bob")
+        self.join()
+        bob_out.clear()
+        self.say(b"BYE")
+        self.assertEqual(bob_out.value(), b"* alice left (quit)\r\n")
+        self.assertEqual(self.wire.take(ALICE), [b"BYE"])
+        self.assertEqual(self.chat.peers(), [])
+        self.assertIsNone(self.registry.holder("alice"))
+        self.assertEqual(self.admission.total, 1)  # bob
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.say(b"BYE")  # the address is a stranger again
+        self.assertEqual(self.wire.take(ALICE), [])
+
+    def test_bye_drops_lines_not_yet_acknowledged(self):
+        bob, _ = self.tcp_user("bob")
+        self.join()
+        bob.dataReceived(b"one\ntwo\n")
+        self.clock.advance(0)
+        self.say(b"BYE")
+        self.assertEqual(self.wire.take(ALICE)[-1], b"BYE")
+        self.clock.advance(100)
+        self.assertEqual(self.wire.take(ALICE), [])
+
+
+class RefusedJoinTests(UdpTestMixin, SynchronousTestCase):
+    """A refused JOIN gets one unnumbered C{! } datagram and leaves nothing on the server."""
+
+    def test_taken_nick(self):
+        self.tcp_user("bob")
+        self.assertEqual(self.try_join(b"Bob"), [b"! nickname Bob is taken, try another"])
+        self.assert_nothing_left(admitted=1)
+
+    def refusal_for(self, nick):
+        """The C{! } line the registry's rules give for C{nick}."""
+        try:
+            validate(nick)
+        except InvalidNick as e:
+            return b"! " + str(e).encode()
+        self.fail(f"{nick!r} is a valid nick")
+
+    def test_invalid_nick(self):
+        self.assertEqual(self.try_join(b"9lives"), [self.refusal_for("9lives")])
+        self.assert_nothing_left()
+
+    def test_a_command_is_no_nick(self):
+        """JOIN names a nick: C{/help} or C{/quit} there is refused as a nick, never run."""
+        for word in ["/help", "/quit", "/who", "//x"]:
+            self.assertEqual(self.try_join(word.encode()), [self.refusal_for(word)])
+            self.assert_nothing_left()
+
+    def test_a_nick_of_control_characters_only(self):
+        (reply,) = self.try_join(b"\x1b\x07")
+        self.assertTrue(reply.startswith(b"! "), reply)
+        self.assert_nothing_left()
+
+    def test_server_full(self):
+        self.admission = Admission(max_clients=1, max_per_ip=0)
+        self.make_chat()
+        self.tcp_user("bob")
+        self.assertEqual(self.try_join(b"alice"), [b"! server full (1 clients), try later"])
+        self.assert_nothing_left(admitted=1)
+
+    def test_shutting_down(self):
+        self.room.closing = True
+        self.assertEqual(self.try_join(b"alice"), [b"! server shutting down"])
+        self.assert_nothing_left()
+
+    def test_another_join_after_a_refusal(self):
+        self.tcp_user("bob")
+        self.try_join(b"bob")
+        self.assertEqual(self.join(b"alice")[0], "* you are alice; 2 online: bob, alice")
+
+
+class LateRegistryTests(UdpTestMixin, SynchronousTestCase):
+    """A registry that answers later: nothing is shown or kept beyond the answer."""
+
+    def setUp(self):
+        super().setUp()
+        self.registry = DeferredRegistry()
+        self.make_chat()
+
+    def test_nothing_before_the_answer_then_session_and_welcome(self):
+        token = self.token()
+        self.receive(b"JOIN " + token + b" alice")
+        self.receive(b"JOIN " + token + b" alice")  # a client retrying: still waiting
+        self.receive(b"1 hi")
+        self.receive(b"PING")
+        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(len(self.registry.waiting), 1)
+        self.registry.answer()
+        self.clock.advance(0)
+        datagrams = self.wire.take(ALICE)
+        self.assertRegex(datagrams[0], SESSION)
+        self.assertEqual(
+            [parse_frame(d) for d in datagrams[1:]],
+            [DataFrame(1, False, b"* you are alice; 1 online: alice"),
+             DataFrame(2, False, b"* type /help for commands")],
+        )
+
+    def test_late_refusal_leaves_nothing(self):
+        self.registry.real.reserve("alice", object())
+        token = self.token()
+        self.receive(b"JOIN " + token + b" alice")
+        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.admission.total, 1)
+        self.registry.answer()
+        self.clock.advance(0)
+        self.assertEqual(self.wire.take(ALICE), [b"! nickname alice is taken, try another"])
+        self.assert_nothing_left()
+
+    def test_no_answer_in_time_leaves_nothing(self):
+        token = self.token()
+        self.receive(b"JOIN " + token + b" alice")
+        self.clock.advance(REGISTRY_TIMEOUT)
+        (reply,) = self.wire.take(ALICE)
+        self.assertTrue(reply.startswith(b"! "), reply)
+        self.assert_nothing_left()
+
+    def test_shutdown_while_waiting(self):
+        token = self.token()
+        self.receive(b"JOIN " + token + b" alice")
+        d = self.room.close_all("server shutting down")
+        self.successResultOf(d)
+        self.assertEqual(self.wire.take(ALICE), [b"! server shutting down"])
+        self.registry.answer()  # granted too late: given back
+        self.clock.advance(0)
+        self.assertIsNone(self.registry.real.holder("alice"))
+        self.assert_nothing_left()
+
+
+class PeerLogTests(UdpTestMixin, SynchronousTestCase):
+    def test_log_lines_about_a_peer_name_its_address(self):
+        bob, _ = self.tcp_user("bob")
+        with capturedLogs() as events:
+            self.try_join(b"bob", ALICE)  # refused
+            self.join(b"alice", ALICE)
+            bob.dataReceived(b"anyone?\n")
+            for _ in range(200):  # alice never answers: given up on
+                self.clock.advance(1)
+            self.join(b"carol", BOB)
+            self.say(b"BYE", BOB)
+        about_peers = [
+            e for e in events
+            if e.get("log_namespace", "").startswith(("chatservice.udp", "chatservice.reliable"))
+        ]
+        for event in about_peers:
+            self.assertIn(event.get("address", event.get("peer")), (ALICE, BOB), event)
+        lines = [(formatEvent(e), e.get("address", e.get("peer"))) for e in about_peers]
+        for text, address in [
+            ("UDP join from ('127.0.0.1', 40001) refused: nickname bob is taken, try another",
+             ALICE),
+            ("UDP peer ('127.0.0.1', 40001) joined as alice", ALICE),
+            ("UDP peer ('127.0.0.1', 40001) (alice) gone: timed out", ALICE),
+            ("UDP peer ('127.0.0.1', 40002) (carol) said BYE", BOB),
+        ]:
+            self.assertIn((text, address), lines)
+        self.assertTrue(any(t.startswith("Giving up on peer ('127.0.0.1', 40001)")
+                            for t, _ in lines), lines)
+
+
+class InputPausingTests(UdpTestMixin, SynchronousTestCase):
+    """UDP cannot stop its sender: pausing does nothing, and the session holds the excess."""
+
+    def test_pause_and_resume_are_no_ops(self):
+        self.join()
+        (peer,) = self.chat.peers()
+        self.assertIsNone(peer.pause_input())
+        self.assertIsNone(peer.resume_input())
+        self.clock.advance(0)
+        self.assertEqual(self.wire.take(ALICE), [])
+
+    def test_lines_over_the_rate_are_acked_at_once_and_relayed_in_order(self):
+        self.limits = Limits(flood=FloodPolicy(rate=1, burst=2, queue=10))
+        self.make_chat()
+        bob, bob_out = self.tcp_user("bob")
+        self.join()
+        bob_out.clear()
+        for n in range(1, 6):
+            self.say(b"%d line %d" % (n, n))
+        acks = [d for d in self.wire.take(ALICE) if d.startswith(b"ACK")]
+        self.assertEqual(acks[-1], b"ACK 5")
+        self.clock.pump([1] * 10)
+        relayed = [line for line in bob_out.value().split(b"\r\n") if line.startswith(b"alice:")]
+        self.assertEqual(relayed, [b"alice: line %d" % n for n in range(1, 6)])

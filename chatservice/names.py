@@ -1,0 +1,17 @@
+# -*- test-case-name: tests.test_nicks -*-
+"""The one folding of names (nicks, and later room names) into comparison keys.
+
+ASCII only: A-Z become a-z and nothing else changes.  C{str.lower()} would
+fold the KELVIN SIGN (U+212A) to C{k} and other look-alikes to ASCII letters,
+so C{/msg \\u212aate} would reach C{kate}; IRC's CASEMAPPING=ascii folds the
+same way, so the IRC front-end will agree with every other transport.
+"""
+
+_ASCII_UPPER_TO_LOWER = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+)
+
+
+def fold(name: str) -> str:
+    """The comparison key of C{name}: A-Z folded to a-z, every other character kept."""
+    return name.translate(_ASCII_UPPER_TO_LOWER)

@@ -1,0 +1,110 @@
+"""
+Flood control over TCP delays instead of dropping: a paste over the rate reaches the others whole
+and in order, at the sustained rate, while the server stops reading the sender's socket.
+
+The unit tests drive L{LineChatProtocol} on a C{StringTransport} and a C{task.Clock}; the
+integration test pastes 30 lines through a real socket to the real service, as a telnet user
+pasting into their terminal would (the complaint that started this: lines 21-29 were lost).
+"""
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from chatservice.flood import FloodPolicy
+from chatservice.limits import Admission, Limits
+from chatservice.nicks import NickRegistry
+from chatservice.room import Room
+from chatservice.tcp import LineChatFactory
+from tests import support
+
+SLOWED = (
+    "* slow down: you may send 10 lines per second; "
+    "your next lines are held back and sent at that rate"
+)
+
+
+class PasteUnitTests(SynchronousTestCase):
+    """A 30-line paste in one read: 20 at once, the rest at 10 a second, socket paused meanwhile."""
+
+    def setUp(self):
+        self.clock = Clock()
+        limits = Limits(flood=FloodPolicy(rate=10, burst=20))
+        self.factory = LineChatFactory(
+            Room(self.clock), NickRegistry(), self.clock, Admission(100, 100), limits
+        )
+
+    def connect(self, nick):
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(nick.encode() + b"\r\n")
+        self.clock.advance(60)  # the nick spent a token; a full bucket again
+        transport.clear()
+        return proto, transport
+
+    def lines(self, transport):
+        return transport.value().decode().split("\r\n")[:-1]
+
+    def test_paste_is_delayed_not_dropped(self):
+        alice, alice_out = self.connect("alice")
+        bob, bob_out = self.connect("bob")
+        alice_out.clear()
+        paste = b"".join(b"line %d\r\n" % n for n in range(1, 31))
+        alice.dataReceived(paste)
+        self.clock.advance(0)
+        self.assertEqual(self.lines(bob_out), [f"alice: line {n}" for n in range(1, 21)])
+        self.assertEqual(alice_out.producerState, "paused")
+        self.assertEqual(self.lines(alice_out), [SLOWED])
+        self.clock.pump([0.05] * 20)
+        self.assertEqual(self.lines(bob_out), [f"alice: line {n}" for n in range(1, 31)])
+        self.assertEqual(alice_out.producerState, "producing")
+        self.assertEqual(self.lines(alice_out), [SLOWED])
+        # Typing on afterwards works as usual.
+        self.clock.advance(5)
+        alice.dataReceived(b"after\r\n")
+        self.clock.advance(0)
+        self.assertEqual(self.lines(bob_out)[-1], "alice: after")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_paste_split_across_reads_keeps_order(self):
+        alice, alice_out = self.connect("alice")
+        bob, bob_out = self.connect("bob")
+        paste = b"".join(b"line %d\n" % n for n in range(1, 31))
+        for start in range(0, len(paste), 7):  # odd-sized reads, lines cut in the middle
+            alice.dataReceived(paste[start:start + 7])
+        self.clock.pump([0.05] * 30)
+        self.assertEqual(self.lines(bob_out), [f"alice: line {n}" for n in range(1, 31)])
+
+
+class PasteLoopbackTests(TestCase):
+    """The real service on a real socket, with its default flood limits."""
+
+    timeout = 60
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.service, self.port = support.start_chat_server(reactor)
+        self.addCleanup(self.service.stopService)
+
+    @defer.inlineCallbacks
+    def join(self, nick):
+        user = yield support.connect(self.reactor, self.port)
+        self.addCleanup(user.close)
+        user.send(nick.encode() + b"\r\n")
+        yield user.read_until("* type /help for commands")
+        return user
+
+    @defer.inlineCallbacks
+    def test_thirty_line_paste_arrives_whole_and_in_order(self):
+        alice = yield self.join("alice")
+        bob = yield self.join("bob")
+        yield alice.read_until("* bob joined")
+        alice.send(b"".join(b"paste line %d\r\n" % n for n in range(1, 31)))
+        received = yield bob.read_lines(30)
+        self.assertEqual(received, [f"alice: paste line {n}" for n in range(1, 31)])
+        self.assertEqual((yield alice.next_line()), SLOWED)
