@@ -3,9 +3,10 @@
 For chatroom (``kind="chatroom"``) every simulated user runs the project's own
 ``chatservice.reliable.ReliableChannel`` over its socket, so the benchmark exercises the real
 protocol code rather than a copy. The wire is docs/udp-protocol.md's: HELLO until TOKEN, JOIN
-until ``SESSION <s>``, then every datagram the user sends (data, ACK, PING) starts with ``<s> ``;
-the server's datagrams carry no secret. Numbered lines that overtake SESSION are dropped, as the
-bundled client does (it cannot acknowledge them yet): the server sends them again.
+until ``SESSION <s>``, then every datagram either side sends (data, ACK, PING, PONG, BYE, ``!``)
+starts with ``<s> ``; the user drops server datagrams without it, as the bundled client does.
+Numbered lines that overtake SESSION are dropped too (the user cannot tell them from forgeries
+yet): the server sends them again.
 For the seed baseline (``kind="seed"``) users speak the seed's plain protocol: the first
 datagram is the nickname, every later one a line, and the server sends each line three times.
 
@@ -20,6 +21,7 @@ line is the JSON result.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import resource
@@ -39,7 +41,7 @@ from tests.relay import DOWN, LossyRelay  # noqa: E402
 
 MARK = b"~U "
 MAX_DATAGRAM = 1200
-"""The server's limit on a client datagram, the session secret and its space included."""
+"""The limit on a datagram either way, the session secret and its space included."""
 SESSION_PREFIX_LEN = 17
 """``<s> ``: 16 hex digits and a space, in front of every datagram after SESSION."""
 _SESSION = re.compile(rb"[0-9a-f]{16}\Z")
@@ -70,7 +72,9 @@ class CountingRelay(LossyRelay):
 
     def _offer(self, direction, client, datagram):
         if self.count_frames and direction == DOWN:
-            head = datagram.split(b" ", 1)[0].rstrip(b"+")
+            # "<s> <seq>[+] text": the seq is the second word, after the session secret.
+            words = datagram.split(b" ", 2)
+            head = words[1].rstrip(b"+") if len(words) > 1 else b""
             if head.isdigit():
                 self.down_data_frames += 1
                 self.down_distinct.add((client, head))
@@ -174,8 +178,13 @@ class User(DatagramProtocol):
                 self.stats.line(self, datagram)
             return
         from chatservice import reliable
+        datagram = datagram.rstrip(b"\r\n")
+        if self.session is not None:
+            secret, space, datagram = datagram.partition(b" ")
+            if not space or not hmac.compare_digest(secret, self.session):
+                return  # not this session's: the real client drops it too
         try:
-            frame = reliable.parse_frame(datagram.rstrip(b"\r\n"))
+            frame = reliable.parse_frame(datagram)
         except Exception:
             return
         if frame is None:

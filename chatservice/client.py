@@ -15,6 +15,7 @@ idle, so a live server is never silent that long).
 
 from __future__ import annotations
 
+import hmac
 import re
 import sys
 from typing import Optional
@@ -69,7 +70,7 @@ PROBE_INTERVAL = 1.0
 QUIT_GRACE = 3.0
 #: The largest datagram the client sends (the server's limit too).
 UDP_MAX_DATAGRAM = 1200
-#: "<16 hex digits> ": the session secret that starts every datagram we send once joined.
+#: "<16 hex digits> ": the session secret that starts every datagram of the session, both ways.
 SESSION_PREFIX_LEN = 17
 #: The longest line, in UTF-8 bytes, that fits one UDP datagram with its
 #: session and seq headers (HEADER_ROOM: the longest "<seq>+ "); clients may
@@ -227,11 +228,6 @@ class ChatClient:
             self._quit()
 
     @property
-    def quitting(self) -> bool:
-        """Whether C{/quit} is on its way (no more keepalives needed)."""
-        return self._quitting
-
-    @property
     def done(self) -> bool:
         """Whether the exit code is decided."""
         return self._finished.called
@@ -320,6 +316,12 @@ class _UdpLink(DatagramProtocol):
     """
     The UDP protocol's client end: handshake, session secret, a reliable
     channel, keepalive, and bounded waits everywhere.
+
+    Before C{SESSION} only C{TOKEN}, C{SESSION} and an unnumbered C{! reason}
+    (a refused JOIN) are taken.  After it only datagrams that start with the
+    secret and a space are: anyone can forge the server's source address,
+    but only the server knows the secret, so a forger cannot show the user a
+    line, end the session or acknowledge our lines away.
 
     @ivar problem: why the link gave up, for the user (None while fine).
     """
@@ -414,42 +416,60 @@ class _UdpLink(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, address) -> None:
         if self._stopped or self.client.done:
             return
-        self._last_heard = self._clock.seconds()
+        datagram = datagram.rstrip(b"\r\n")
+        if self._session is None:
+            self._before_session(datagram)
+            return
+        head, space, rest = datagram.partition(b" ")
+        if not space or not hmac.compare_digest(head, self._session):
+            return  # not from the server, or not for this session: no sign of life either
         try:
-            frame = parse_frame(datagram.rstrip(b"\r\n"))
+            frame = parse_frame(rest)
         except MalformedFrame:
             return
+        self._last_heard = self._clock.seconds()
         if isinstance(frame, ControlFrame):
-            self._control(frame)
-        elif self._session is None:
-            # Without the secret we cannot acknowledge: JOIN again brings SESSION,
-            # and the server retransmits its lines.
-            self._numbered_before_session |= isinstance(frame, DataFrame)
+            self._in_session(frame)
         else:
             first = self.channel.delivered == 0
             self.channel.frame_received(frame)
             if first and self.channel.delivered > 0 and not self._stopped:
                 self._joined()
 
-    def _control(self, frame: ControlFrame) -> None:
-        if frame.verb == "TOKEN" and frame.args and self._token is None and self._session is None:
+    def _before_session(self, datagram: bytes) -> None:
+        """The handshake: TOKEN, SESSION, or a refused JOIN's C{! reason}; nothing else counts."""
+        try:
+            frame = parse_frame(datagram)
+        except MalformedFrame:
+            return
+        if isinstance(frame, DataFrame):
+            # Only a server older than the session secret numbers lines without it; say so if
+            # the handshake then times out.  The line itself is not taken.
+            self._numbered_before_session = True
+            return
+        if not isinstance(frame, ControlFrame):
+            return
+        if frame.verb == "TOKEN" and frame.args and self._token is None:
             self._token = frame.args[0]
             self._cancel(self._retry)
             self._handshake()
-        elif frame.verb == "SESSION" and frame.args and self._session is None:
-            if self._token is not None and _SESSION.match(frame.args[0]):
+        elif frame.verb == "SESSION" and frame.args and self._token is not None:
+            if _SESSION.match(frame.args[0]):
                 self._session = frame.args[0]
                 self._cancel(self._retry)
                 self._retry = None
-        elif frame.verb == "BYE":
+        elif frame.verb == "!":
+            # A refused JOIN: show it, exit 2.
+            self.client.server_line("! " + frame.args[0].decode("utf-8", errors="replace"))
+
+    def _in_session(self, frame: ControlFrame) -> None:
+        """A control frame that came with our secret: the server's BYE, PONG or an error."""
+        if frame.verb == "BYE":
             self._server_said_bye = True
             self.client.connection_lost()
         elif frame.verb == "!":
-            line = "! " + frame.args[0].decode("utf-8", errors="replace")
-            if self._session is None:
-                self.client.server_line(line)  # a refused JOIN: show it, exit 2
-            else:
-                self.client.show(line)
+            self.client.show("! " + frame.args[0].decode("utf-8", errors="replace"))
+        # PONG: hearing it was the point.  TOKEN or a second SESSION: ignored.
 
     def _line_received(self, line: bytes) -> None:
         self.client.server_line(line.decode("utf-8", errors="replace"))

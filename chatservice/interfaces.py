@@ -13,6 +13,7 @@ class IParticipant(Interface):
 
     nick = Attribute("Current nickname (display form), or None before joining.")
     via = Attribute("Short transport name shown by /who: 'tcp', 'udp', 'irc', 'ws'.")
+    peer = Attribute("Where the user connects from, for logs: 'host:port'.")
 
     def deliver(events):
         """

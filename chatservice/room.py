@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from chatservice.events import ROOM_EVENTS, Joined, Left, Private, PrivateSent, Renamed
 from chatservice.errors import NoSuchUser
-from chatservice.nicks import casefold
+from chatservice.names import fold as casefold
 
 #: The welcome line names at most this many people; /who names everyone.
 WELCOME_NAMES = 20

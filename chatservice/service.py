@@ -171,5 +171,14 @@ class ChatService(MultiService):
     def _stop_the_rest(self) -> defer.Deferred:
         """Stop every child but the stream listeners (already stopped), last added first."""
         rest = [child for child in reversed(list(self)) if child not in self._stream_listeners]
-        return defer.DeferredList([defer.maybeDeferred(child.stopService) for child in rest])
+        d = defer.DeferredList(
+            [defer.maybeDeferred(child.stopService) for child in rest], consumeErrors=True
+        )
+        d.addCallback(self._log_stop_failures)
+        return d
+
+    def _log_stop_failures(self, results) -> None:
+        for stopped, result in results:
+            if not stopped:
+                self.log.failure("Stopping a service failed", result)
 

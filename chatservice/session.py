@@ -105,7 +105,8 @@ class Session:
         if self._state == _GONE:
             return
         if self._flood.abusive(self._clock.seconds()):
-            self.log.warn("{nick} kicked for flooding", nick=self._participant.nick)
+            self.log.warn("{nick} ({peer}) kicked for flooding", nick=self._participant.nick,
+                          peer=self._participant.peer)
             self.end("flooding", goodbye="disconnected for flooding")
             return
         if self._held or self._busy or self._release_call is not None:
@@ -120,8 +121,9 @@ class Session:
             now = self._clock.seconds()
             if now - self._refused_told_at >= REFUSED_NOTICE_INTERVAL:
                 self._refused_told_at = now
-                self.log.warn("{nick} has {bound} lines held; refusing more",
-                              nick=self._participant.nick, bound=bound)
+                self.log.warn("{nick} ({peer}) has {bound} lines held; refusing more",
+                              nick=self._participant.nick, peer=self._participant.peer,
+                              bound=bound)
                 self._tell(Refusal(
                     f"slow down: {bound} of your lines are already waiting; line dropped"
                 ))
@@ -166,8 +168,8 @@ class Session:
         if now - self._slowed_told_at < SLOWED_NOTICE_INTERVAL:
             return
         self._slowed_told_at = now
-        self.log.info("{nick} is over the flood rate; holding lines back",
-                      nick=self._participant.nick)
+        self.log.info("{nick} ({peer}) is over the flood rate; holding lines back",
+                      nick=self._participant.nick, peer=self._participant.peer)
         rate = self._limits.flood.rate
         self._tell(Notice(
             f"slow down: you may send {rate:g} lines per second; "
@@ -196,7 +198,8 @@ class Session:
             self._refuse(str(refusal))
         except Exception:
             self.log.failure(
-                "Handling a line from {nick} failed", nick=self._participant.nick
+                "Handling a line from {nick} ({peer}) failed",
+                nick=self._participant.nick, peer=self._participant.peer,
             )
             self.end("internal error", goodbye="internal error, disconnecting")
 
@@ -259,8 +262,9 @@ class Session:
             return
         if failure.check(defer.TimeoutError):
             self.log.warn(
-                "The nick registry did not answer {nick} within {timeout}s",
-                nick=self._participant.nick, timeout=REGISTRY_TIMEOUT,
+                "The nick registry did not answer {nick} ({peer}) within {timeout}s",
+                nick=self._participant.nick, peer=self._participant.peer,
+                timeout=REGISTRY_TIMEOUT,
             )
             undo()
             self.end("server error", goodbye="the server could not check nicknames in time; "
@@ -270,7 +274,8 @@ class Session:
 
     def _internal_error(self, failure) -> None:
         """A bug showed up while asking the registry: log it, end this session only."""
-        self.log.failure("Registry call for {nick} failed", failure, nick=self._participant.nick)
+        self.log.failure("Registry call for {nick} ({peer}) failed", failure,
+                         nick=self._participant.nick, peer=self._participant.peer)
         self.end("internal error", goodbye="internal error, disconnecting")
 
     def _registry_answered(self, _) -> None:
@@ -342,7 +347,8 @@ class Session:
     def _login_expired(self) -> None:
         self._login_timer = None
         timeout = self._limits.login_timeout
-        self.log.info("A {via} user chose no nick in time", via=self._participant.via)
+        self.log.info("A {via} user at {peer} chose no nick in time",
+                      via=self._participant.via, peer=self._participant.peer)
         self.end(
             "login timeout", goodbye=f"no nickname chosen within {timeout:g} seconds"
         )

@@ -4,6 +4,7 @@
 import sys
 
 from twisted import copyright
+from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice import __version__, logs
@@ -91,6 +92,17 @@ class Options(usage.Options):
         sys.stdout.write(f"chatroom {__version__} (Twisted {copyright.version})\n")
         sys.exit(0)
 
+    @staticmethod
+    def _check_endpoint(description: str) -> None:
+        """
+        Parse C{--tcp}'s endpoint now, so an unknown type, a bad parameter or a
+        missing key file is a usage error, not a traceback when listening.
+        """
+        try:
+            endpoints.serverFromString(None, description)
+        except Exception as e:  # the parsers raise ValueError, KeyError, OSError, SSL errors...
+            raise usage.UsageError(f"--tcp {description}: {e}")
+
     def postOptions(self) -> None:
         # usage.Options does not pass defaults through their coerce function.
         for name, parse in (
@@ -103,6 +115,8 @@ class Options(usage.Options):
                     raise usage.UsageError(str(e))
         if self["tcp"] is None and self["udp"] is None:
             raise usage.UsageError("--tcp and --udp are both off: nobody could connect")
+        if self["tcp"] is not None:
+            self._check_endpoint(self["tcp"])
         for name in ("max-line", "max-backlog"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1 (it bounds memory)")

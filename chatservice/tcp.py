@@ -17,6 +17,8 @@ Input goes through three steps, each cheap when it has nothing to do:
     L{resume_input}.
 """
 
+from collections import deque
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -34,8 +36,8 @@ from chatservice.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
 #: Seconds a closing connection may take to flush its goodbye before it is cut.
 CLOSE_GRACE = 10.0
 
-#: Stands in the queue of held lines for a line that was too long (its bytes are gone).
-_TOO_LONG = None
+#: Stands in the queue of held input for a line that was too long (its bytes are gone).
+_TOO_LONG = object()
 
 
 @implementer(IPushProducer)
@@ -103,21 +105,26 @@ class LineChatProtocol(Protocol):
     @ivar MAX_LENGTH: the longest line, in bytes without its line end
         (C{--max-line}).
     @ivar _buffer: the partial line received so far (at most C{MAX_LENGTH}).
-    @ivar _pending: complete lines not yet handed to the session, in order,
-        while input is paused; L{_TOO_LONG} marks a refused line.
+    @ivar _pending: input not yet handed to the session while it is paused,
+        in order: blocks of whole lines as the bytes they arrived as (each
+        line ending in LF; C{_offset} is where the first block's next line
+        starts), and L{_TOO_LONG} where a refused line stood.  Bytes, not one
+        object per line: a paused 64 KiB read of short lines costs 64 KiB.
     """
 
     via = "tcp"
     nick = None
     log = Logger()
 
-    def __init__(self, factory: "LineChatFactory", host: str) -> None:
+    def __init__(self, factory: "LineChatFactory", host: str, peer: str | None = None) -> None:
         self.factory = factory
+        self.peer = host if peer is None else peer
         self.MAX_LENGTH = factory.limits.max_line
         self._host = host
         self._telnet = TelnetDecoder()
         self._buffer = b""
-        self._pending: list[bytes | None] = []
+        self._pending: deque[bytes | object] = deque()
+        self._offset = 0
         self._discarding = False
         self._paused = False
         self._handing_over = False
@@ -161,25 +168,25 @@ class LineChatProtocol(Protocol):
                 return
             self._discarding = False
             data = data[newline + 1 :]
-        lines: list[bytes | None] = data.split(b"\n")
+        lines = data.split(b"\n")
         partial = lines.pop()
         if self._buffer:
             if lines:
                 lines[0] = self._buffer + lines[0]
             else:
                 partial = self._buffer + partial
-        if len(partial) > self.MAX_LENGTH:
-            # Refused in its place among the lines; the rest of it is skipped.
+        too_long = len(partial) > self.MAX_LENGTH
+        if too_long:  # refused in its place among the lines; the rest of it is skipped
             partial = b""
             self._discarding = True
-            lines.append(_TOO_LONG)
         self._buffer = partial
-        if lines:
-            if self._pending:
-                self._pending.extend(lines)
-            else:
-                self._pending = lines
+        if not lines and not too_long:
+            return
+        if self._pending or self._paused or self._handing_over:
+            self._hold(lines, too_long)
             self._hand_over()
+        else:
+            self._feed(lines, too_long)
 
     def _telnet_commands(self, data: bytes) -> bytes:
         """Answer and apply the telnet commands in C{data}; return its line data."""
@@ -202,40 +209,83 @@ class LineChatProtocol(Protocol):
             self._discarding = False
         return decoded.data
 
+    def _feed(self, lines: list[bytes], too_long: bool) -> None:
+        """
+        The hot path: give the session one read's lines until input is paused;
+        whatever is left is held, as bytes, for L{resume_input}.
+        """
+        self._handing_over = True
+        try:
+            for index, line in enumerate(lines):
+                if self._paused or self._closing():
+                    self._hold(lines[index:], too_long)
+                    return
+                self._line(line)
+            if too_long:
+                if self._paused or self._closing():
+                    self._hold([], too_long)
+                else:
+                    self._refuse_too_long()
+        finally:
+            self._handing_over = False
+
+    def _hold(self, lines: list[bytes], too_long: bool) -> None:
+        """Keep C{lines} (and a refusal after them) for later, unless we are closing."""
+        if self._closing():
+            return  # nothing more from this user
+        if lines:
+            self._pending.append(b"\n".join(lines) + b"\n")
+        if too_long:
+            self._pending.append(_TOO_LONG)
+
     def _hand_over(self) -> None:
         """
-        Give the session the pending lines, in order, until input is paused.
+        Give the session the held lines, in order, one at a time, until input is paused.
 
-        Each line is decoded as UTF-8 (invalid bytes become U+FFFD) and has its
-        backspaces and DELs applied.  Re-entrant calls (the session resuming
-        input from inside C{handle}) return at once: the loop already running
-        goes on with the next line.
+        Re-entrant calls (the session resuming input from inside C{handle})
+        return at once: the loop already running goes on with the next line.
         """
         if self._handing_over:
             return
         self._handing_over = True
         try:
-            limit = self.MAX_LENGTH
-            while self._pending:
-                lines, self._pending = self._pending, []
-                for index, line in enumerate(lines):
-                    if self._paused or self._gone or self.transport.disconnecting:
-                        if self._gone or self.transport.disconnecting:
-                            self._pending = []  # closing: nothing more from this user
-                        else:  # paused: the rest waits, in order, before anything newer
-                            del lines[:index]
-                            lines.extend(self._pending)
-                            self._pending = lines
-                        return
-                    if line is _TOO_LONG or len(line) > limit:
-                        self._refuse(f"line too long (max {limit} bytes)")
-                        continue
-                    text = line.decode("utf-8", errors="replace")
-                    if BACKSPACE in line or DELETE in line:
-                        text = erase(text)
-                    self._session.handle(text)
+            pending = self._pending
+            while pending and not self._paused:
+                if self._closing():
+                    pending.clear()
+                    self._offset = 0
+                    return
+                block = pending[0]
+                if block is _TOO_LONG:
+                    pending.popleft()
+                    self._refuse_too_long()
+                    continue
+                start = self._offset
+                end = block.index(b"\n", start)
+                if end + 1 >= len(block):
+                    pending.popleft()
+                    self._offset = 0
+                else:
+                    self._offset = end + 1
+                self._line(block[start:end])
         finally:
             self._handing_over = False
+
+    def _line(self, line: bytes) -> None:
+        """One whole line to the session: UTF-8 (invalid bytes become U+FFFD), erasing applied."""
+        if len(line) > self.MAX_LENGTH:
+            self._refuse_too_long()
+            return
+        text = line.decode("utf-8", errors="replace")
+        if BACKSPACE in line or DELETE in line:
+            text = erase(text)
+        self._session.handle(text)
+
+    def _refuse_too_long(self) -> None:
+        self._refuse(f"line too long (max {self.MAX_LENGTH} bytes)")
+
+    def _closing(self) -> bool:
+        return self._gone or self.transport.disconnecting
 
     def pause_input(self) -> None:
         """
@@ -298,13 +348,15 @@ class LineChatProtocol(Protocol):
         return d
 
     def _too_slow(self) -> None:
-        self.log.warn("{nick} is too slow to read; dropping", nick=self.nick)
+        self.log.warn("{nick} ({peer}) is too slow to read; dropping", nick=self.nick,
+                      peer=self.peer)
         self._session.end("too slow to read")
         self.transport.abortConnection()
 
     def connectionLost(self, reason) -> None:
         self._gone = True
-        self._pending = []
+        self._pending.clear()
+        self._offset = 0
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
@@ -313,6 +365,15 @@ class LineChatProtocol(Protocol):
         closed, self._closed = self._closed, []
         for d in closed:
             d.callback(None)
+
+
+def peer_name(addr) -> str:
+    """C{host:port} for logs (C{[host]:port} for IPv6), whatever address type Twisted gives."""
+    host = getattr(addr, "host", None)
+    port = getattr(addr, "port", None)
+    if host is None or port is None:
+        return str(addr)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Refuse(Protocol):
@@ -349,7 +410,7 @@ class LineChatFactory(Factory):
         except ChatError as refusal:
             self.log.warn("Refused a connection from {host}: {why}", host=host, why=str(refusal))
             return _Refuse(str(refusal))
-        return LineChatProtocol(self, host)
+        return LineChatProtocol(self, host, peer_name(addr))
 
     def make_session(self, participant: LineChatProtocol) -> Session:
         """The chat rules for one new connection (tests give a fake here)."""

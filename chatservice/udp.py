@@ -18,6 +18,11 @@ Wire format (docs/udp-protocol.md):
    it is no proof of life.  So whoever can forge a joined user's source address but cannot see
    the user's traffic can neither inject lines, acknowledge the user's lines away, nor use the
    server to send anything to that address.
+ - Every datagram the server sends after C{SESSION s} starts with C{s} and a space too: numbered
+   lines, ACKs, C{PONG}, C{BYE} and C{!} errors.  The client drops anything else, so whoever can
+   forge the server's address toward the client cannot show the user a line, end the session,
+   or acknowledge the user's lines away either.  Only C{TOKEN}, C{SESSION} and the one C{! reason}
+   refusing a JOIN go without it: the client has no secret yet.
 """
 
 import hashlib
@@ -52,6 +57,8 @@ TOKEN_EPOCH = 60.0
 _TOKEN_HEX = 10  # 40 bits; with the newline the reply is 17 bytes
 #: Random bytes in a session secret: 64 bits, written as 16 lowercase hex digits.
 SESSION_SECRET_BYTES = 8
+#: C{"<s> "}: the secret and its space, in front of every datagram of a session, both ways.
+SESSION_PREFIX_LEN = 2 * SESSION_SECRET_BYTES + 1
 #: Stands in for a numbered line that was too long, so its refusal keeps its place.
 TOO_LONG = b"\x00too long"
 #: The session takes JOIN's nick as this command, so a nick such as C{/help} is refused as a
@@ -66,7 +73,8 @@ class UdpPeer:
 
     A peer is pending until its session has joined: it sends nothing numbered and takes no
     datagram.  A refusal then (or a close) is sent as one unnumbered C{! } datagram, and the peer
-    is forgotten at once.  Once joined it sends C{SESSION s}, then numbered lines.
+    is forgotten at once.  Once joined it sends C{SESSION s}, then numbered lines; from then
+    on every datagram it sends starts with C{s} and a space.
     """
 
     via = "udp"
@@ -76,14 +84,17 @@ class UdpPeer:
     def __init__(self, chat: "DatagramChat", address) -> None:
         self._chat = chat
         self.address = address
+        #: Where the user connects from, for logs: C{"host:port"}.
+        self.peer = f"{address[0]}:{address[1]}"
         self.last_heard = chat.clock.seconds()
         self.session_secret = secrets.token_hex(SESSION_SECRET_BYTES).encode("ascii")
         self.channel = ReliableChannel(
             chat.clock,
-            self._send,
+            self.send_in_session,
             self._line_received,
             self._gave_up,
-            max_payload=MAX_DATAGRAM - 1,  # send() adds a newline
+            # The secret, its space and the newline go around each frame: the whole fits.
+            max_payload=MAX_DATAGRAM - SESSION_PREFIX_LEN - 1,
             max_line=MAX_DATAGRAM,
             peer=address,
         )
@@ -93,17 +104,22 @@ class UdpPeer:
         self._gone = False
         self._close_waiters: list[defer.Deferred] = []
 
-    @property
-    def joined(self) -> bool:
-        """Whether C{SESSION} was sent: from then on, datagrams with the secret are this user's."""
-        return self._announced
-
     def start(self, nick: str) -> None:
         """Ask the session for C{nick}; the answer may come now or later."""
         self.session.start(_JOIN_AS + nick)
 
     def _send(self, datagram: bytes) -> None:
+        """Send without the secret: only for C{SESSION} and an unnumbered refusal before it."""
         self._chat.send(datagram, self.address)
+
+    def send_in_session(self, datagram: bytes) -> None:
+        """
+        Send one datagram of the session: the secret, a space, the frame.
+
+        The client drops whatever comes without it, so a forger who knows the client's address
+        but not the secret cannot speak for the server.
+        """
+        self._chat.send(self.session_secret + b" " + datagram, self.address)
 
     def _announce(self) -> None:
         """Tell the client its session secret (again, for a repeated JOIN)."""
@@ -139,7 +155,7 @@ class UdpPeer:
         if isinstance(frame, (DataFrame, AckFrame)):
             self.channel.frame_received(frame)
         elif frame.verb == "PING":
-            self._send(b"PONG")
+            self.send_in_session(b"PONG")
         elif frame.verb == "BYE":
             self._bye()
 
@@ -215,14 +231,14 @@ class UdpPeer:
     def _said_goodbye(self, _, reason: str) -> None:
         try:
             if not self.channel.closed:
-                self._send(b"BYE")
+                self.send_in_session(b"BYE")
         finally:
             self._forget(reason)
 
     def _bye(self) -> None:
         """The client's C{BYE}: it leaves at once, as a quit; one C{BYE} answers it."""
         self.log.info("UDP peer {address} ({nick}) said BYE", address=self.address, nick=self.nick)
-        self._send(b"BYE")
+        self.send_in_session(b"BYE")
         self._forget("quit")
 
     def _gave_up(self, reason: str) -> None:
@@ -329,7 +345,7 @@ class DatagramChat(DatagramProtocol):
         try:
             frame = parse_frame(frame_bytes)
         except MalformedFrame:
-            self.send(b"! malformed datagram (see docs/udp-protocol.md)", address)
+            peer.send_in_session(b"! malformed datagram (see docs/udp-protocol.md)")
             return
         peer.frame_received(frame)
 
@@ -364,7 +380,7 @@ class DatagramChat(DatagramProtocol):
         if isinstance(frame, DataFrame):
             peer.frame_received(DataFrame(frame.seq, False, TOO_LONG))
         else:
-            self.send(f"! datagram too long (max {MAX_DATAGRAM} bytes)".encode(), peer.address)
+            peer.send_in_session(f"! datagram too long (max {MAX_DATAGRAM} bytes)".encode())
 
     def _stranger(self, datagram: bytes, received: int, address) -> None:
         """

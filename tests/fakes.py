@@ -38,6 +38,7 @@ class FakeParticipant:
         self.via = via
         self.deliveries: list[tuple] = []
         self.closed: list[str] = []
+        self.peer = "192.0.2.1:50000"
         self.paused = False  # like UDP, it cannot stop its sender: this only records
         self.pauses = 0
 

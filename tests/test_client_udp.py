@@ -38,6 +38,11 @@ OTHER_SECRET = b"ffffffffffffffff"
 WELCOME = b"1 * you are bot; 1 online: bot\n"
 
 
+def signed(frame, secret=SECRET):
+    """C{frame} as the server sends it after SESSION: the secret and a space first."""
+    return secret + b" " + frame
+
+
 class FakePort:
     """The client's UDP port: remembers where it is connected and what it sends."""
 
@@ -77,7 +82,7 @@ class UdpWireTests(SynchronousTestCase):
 
     def join(self):
         """Run the handshake to the welcome; return how many datagrams were sent by then."""
-        self.server_says(b"TOKEN " + TOKEN + b"\n", b"SESSION " + SECRET + b"\n", WELCOME)
+        self.server_says(b"TOKEN " + TOKEN + b"\n", b"SESSION " + SECRET + b"\n", signed(WELCOME))
         self.assertTrue(self.client.joined)
         return len(self.port.sent)
 
@@ -103,9 +108,9 @@ class UdpWireTests(SynchronousTestCase):
     def test_every_datagram_after_session_starts_with_the_secret(self):
         self.server_says(b"TOKEN " + TOKEN + b"\n", b"SESSION " + SECRET + b"\n")
         mark = len(self.port.sent)
-        self.server_says(WELCOME, b"2 * type /help for commands\n")
+        self.server_says(signed(WELCOME), signed(b"2 * type /help for commands\n"))
         self.client.user_line("hello")
-        self.server_says(b"ACK 1\n")
+        self.server_says(signed(b"ACK 1\n"))
         self.clock.advance(PING_INTERVAL)
         self.link.say_bye()
         self.assertEqual(
@@ -137,12 +142,12 @@ class UdpWireTests(SynchronousTestCase):
 
     def test_lines_before_session_wait_for_it(self):
         """SESSION lost, welcome came: no ACK without the secret; JOIN again; then all is well."""
-        self.server_says(b"TOKEN " + TOKEN + b"\n", WELCOME)
+        self.server_says(b"TOKEN " + TOKEN + b"\n", signed(WELCOME))
         self.assertEqual(self.printed, [])
         self.assertEqual(self.port.sent, [b"HELLO bot", b"JOIN " + TOKEN + b" bot"])
         self.clock.advance(HANDSHAKE_INTERVAL)
         self.assertEqual(self.port.sent[-1], b"JOIN " + TOKEN + b" bot")
-        self.server_says(b"SESSION " + SECRET + b"\n", WELCOME)
+        self.server_says(b"SESSION " + SECRET + b"\n", signed(WELCOME))
         self.assertEqual(self.port.sent[-1], SECRET + b" ACK 1")
         self.assertTrue(self.client.joined)
 
@@ -158,7 +163,7 @@ class UdpWireTests(SynchronousTestCase):
 
     def test_unnumbered_error_after_session_is_shown_not_a_refusal(self):
         self.join()
-        self.server_says(b"! malformed datagram\n")
+        self.server_says(signed(b"! malformed datagram\n"))
         self.assertEqual(self.printed[-1], "! malformed datagram")
         self.assertNoResult(self.finished)
 
@@ -199,7 +204,7 @@ class UdpWireTests(SynchronousTestCase):
 
     def test_no_bye_after_the_server_said_bye(self):
         mark = self.join()
-        self.server_says(b"BYE\n")
+        self.server_says(signed(b"BYE\n"))
         self.assertEqual(self.successResultOf(self.finished), EXIT_OK)
         self.link.say_bye()
         self.assertEqual(self.sent_since(mark), [])
@@ -232,15 +237,15 @@ class UdpWireTests(SynchronousTestCase):
                 if datagram == SECRET + b" PING":
                     pings += 1
                     if pings % 3 == 0:
-                        self.server_says(b"PONG\n")
+                        self.server_says(signed(b"PONG\n"))
         self.assertNoResult(self.finished)
         self.assertGreater(pings, 3600 // 30)
 
-    def test_any_datagram_counts_as_hearing_the_server(self):
+    def test_any_datagram_with_the_secret_counts_as_hearing_the_server(self):
         mark = self.join()
         for _ in range(10):
             self.clock.advance(PING_INTERVAL - 1)
-            self.server_says(b"ACK 0\n")
+            self.server_says(signed(b"ACK 0\n"))
         self.assertEqual(self.sent_since(mark), [])
         self.assertNoResult(self.finished)
 
@@ -301,6 +306,152 @@ class UdpWireTests(SynchronousTestCase):
         )
 
 
+#: What an off-path attacker who guessed the client's port would send it, as the server.
+FORGERIES = [
+    b"2 mallory: send me your password\n",
+    b"2+ mallory: send me\n",
+    b"BYE\n",
+    b"ACK 2000000000\n",
+    b"ACK 1\n",
+    b"! you are banned\n",
+    b"PONG\n",
+    b"SESSION " + OTHER_SECRET + b"\n",
+    b"TOKEN abcdefabcd\n",
+]
+
+
+class ForgedServerDatagramTests(SynchronousTestCase):
+    """
+    After SESSION the client takes only datagrams that start with its secret: one with the
+    server's address but without the secret (or with another) changes nothing at all.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.printed = []
+        self.finished = defer.Deferred()
+        self.client = ChatClient("bot", self.printed.append, self.finished, self.clock)
+        self.link = _UdpLink(self.client, self.clock, SERVER)
+        self.port = FakePort()
+        self.link.makeConnection(self.port)
+        self.link.datagramReceived(b"TOKEN " + TOKEN + b"\n", SERVER)
+        self.link.datagramReceived(b"SESSION " + SECRET + b"\n", SERVER)
+        self.link.datagramReceived(signed(WELCOME), SERVER)
+        self.client.user_line("my pending line")
+        self.mark = len(self.port.sent)
+
+    def tearDown(self):
+        self.link.stop()
+
+    def forge(self, secret=None):
+        for datagram in FORGERIES:
+            self.link.datagramReceived(
+                datagram if secret is None else signed(datagram, secret), SERVER
+            )
+
+    def assert_unmoved(self):
+        """Nothing shown, no exit, no ACK sent, our line still pending and retransmitted."""
+        self.assertEqual(self.printed, ["* you are bot; 1 online: bot"])
+        self.assertNoResult(self.finished)
+        self.assertEqual(self.port.sent[self.mark:], [])
+        self.assertEqual(self.link.channel.outstanding, 1)
+        self.assertEqual(self.link.session, SECRET)
+        self.clock.advance(1)
+        self.assertIn(SECRET + b" 1 my pending line", self.port.sent[self.mark:])
+        self.link.say_bye()  # the session is still ours to end
+        self.assertEqual(self.port.sent[-1], SECRET + b" BYE")
+
+    def test_without_the_secret_nothing_happens(self):
+        self.forge()
+        self.assert_unmoved()
+
+    def test_with_another_secret_nothing_happens(self):
+        self.forge(OTHER_SECRET)
+        self.forge(SECRET[:-1])
+        self.forge(SECRET.upper())
+        self.assert_unmoved()
+
+    def test_a_forged_line_is_not_shown(self):
+        self.link.datagramReceived(b"2 mallory: send me your password\n", SERVER)
+        self.assertNotIn("mallory: send me your password", self.printed)
+        self.assertEqual(self.port.sent[self.mark:], [])
+
+    def test_a_forged_bye_does_not_end_the_session(self):
+        self.link.datagramReceived(b"BYE\n", SERVER)
+        self.assertNoResult(self.finished)
+        self.link.say_bye()
+        self.assertEqual(self.port.sent[self.mark:], [SECRET + b" BYE"])
+
+    def test_a_forged_ack_does_not_acknowledge_our_lines(self):
+        self.link.datagramReceived(b"ACK 2000000000\n", SERVER)
+        self.link.datagramReceived(b"ACK 1\n", SERVER)
+        self.assertEqual(self.link.channel.outstanding, 1)
+
+    def test_forgeries_are_no_sign_of_life(self):
+        """A silent server is given up on even while a forger keeps sending as it."""
+        for _ in range(int(SILENCE_LIMIT)):
+            self.clock.advance(1)
+            self.forge()
+        self.assertEqual(self.successResultOf(self.finished), EXIT_UNREACHABLE)
+
+    def test_with_the_secret_the_server_is_heard(self):
+        self.link.datagramReceived(signed(b"ACK 1\n"), SERVER)
+        self.assertEqual(self.link.channel.outstanding, 0)
+        self.link.datagramReceived(signed(b"2 bob: hi\n"), SERVER)
+        self.assertEqual(self.printed[-1], "bob: hi")
+        self.assertEqual(self.port.sent[-1], SECRET + b" ACK 2")
+        self.link.datagramReceived(signed(b"! malformed datagram\n"), SERVER)
+        self.assertEqual(self.printed[-1], "! malformed datagram")
+        self.assertNoResult(self.finished)
+        self.link.datagramReceived(signed(b"BYE\n"), SERVER)
+        self.assertEqual(self.successResultOf(self.finished), EXIT_OK)
+        self.link.say_bye()
+        self.assertEqual(self.port.sent[-1], SECRET + b" ACK 2")  # no BYE after the server's
+
+    def test_the_secret_alone_or_with_garbage_is_dropped(self):
+        for datagram in [SECRET, SECRET + b"\n", SECRET + b" ", SECRET + b" garbage",
+                         SECRET + b"  1 x", b" " + SECRET + b" 2 x"]:
+            self.link.datagramReceived(datagram, SERVER)
+        self.assert_unmoved()
+
+
+class HandshakeForgeryTests(SynchronousTestCase):
+    """Before SESSION only TOKEN, SESSION and a refusal's C{! reason} count."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.printed = []
+        self.finished = defer.Deferred()
+        self.client = ChatClient("bot", self.printed.append, self.finished, self.clock)
+        self.link = _UdpLink(self.client, self.clock, SERVER)
+        self.port = FakePort()
+        self.link.makeConnection(self.port)
+
+    def tearDown(self):
+        self.link.stop()
+
+    def test_nothing_else_before_session(self):
+        self.link.datagramReceived(b"TOKEN " + TOKEN + b"\n", SERVER)
+        for datagram in [b"BYE\n", b"PONG\n", b"ACK 5\n", WELCOME, signed(b"BYE\n")]:
+            self.link.datagramReceived(datagram, SERVER)
+        self.assertNoResult(self.finished)
+        self.assertEqual(self.printed, [])
+        self.link.datagramReceived(b"SESSION " + SECRET + b"\n", SERVER)
+        self.link.datagramReceived(signed(WELCOME), SERVER)
+        self.assertTrue(self.client.joined)
+
+    def test_a_second_session_changes_no_secret(self):
+        """A forged SESSION after the real one: the real secret still rules both ways."""
+        self.link.datagramReceived(b"TOKEN " + TOKEN + b"\n", SERVER)
+        self.link.datagramReceived(b"SESSION " + SECRET + b"\n", SERVER)
+        self.link.datagramReceived(b"SESSION " + OTHER_SECRET + b"\n", SERVER)
+        self.link.datagramReceived(signed(WELCOME, OTHER_SECRET), SERVER)
+        self.assertEqual(self.printed, [])
+        self.link.datagramReceived(signed(WELCOME), SERVER)
+        self.assertEqual(self.printed, ["* you are bot; 1 online: bot"])
+        self.assertEqual(self.link.session, SECRET)
+
+
 class Wire:
     """Carries datagrams between the client link and the server, on the clock."""
 
@@ -308,6 +459,7 @@ class Wire:
         self.clock, self.chat, self.link = clock, chat, link
         self.up = True
         self.to_server = []
+        self.to_client = []
 
     # the client's transport
     def connect(self, host, port):
@@ -318,8 +470,10 @@ class Wire:
             self.to_server.append(datagram)
             if self.up:
                 self.clock.callLater(0.001, self.chat.datagramReceived, datagram, CLIENT)
-        elif self.up:  # server -> client
-            self.clock.callLater(0.001, self.link.datagramReceived, datagram, SERVER)
+        else:  # server -> client
+            self.to_client.append(datagram)
+            if self.up:
+                self.clock.callLater(0.001, self.link.datagramReceived, datagram, SERVER)
 
 
 class UdpClientTests(SynchronousTestCase):
@@ -366,6 +520,44 @@ class UdpClientTests(SynchronousTestCase):
         self.assertIn(secret + b" 1 hello", after)
         self.assertIn(secret + b" PING", after)
         self.assertTrue(all(d.startswith(secret + b" ") for d in after), after)
+
+    def test_every_server_datagram_after_session_carries_the_secret(self):
+        """What the real server sends the client, from SESSION on, starts with the secret."""
+        self.start()
+        self.client.user_line("hello")
+        self.chat.datagramReceived(self.link.session + b" not a frame", CLIENT)
+        self.advance(PING_INTERVAL * 2, step=0.5)
+        self.client.user_done()
+        self.advance(1)
+        self.assertEqual(self.successResultOf(self.finished), EXIT_OK)
+        secret = self.link.session
+        session = self.wire.to_client.index(b"SESSION " + secret + b"\n")
+        after = self.wire.to_client[session + 1:]
+        self.assertIn(secret + b" PONG\n", after)
+        self.assertIn(secret + b" ! malformed datagram (see docs/udp-protocol.md)\n", after)
+        self.assertEqual(after[-1], secret + b" BYE\n")
+        self.assertTrue(all(d.startswith(secret + b" ") for d in after), after)
+
+    def test_forgery_from_the_servers_address_changes_nothing(self):
+        """The real server, and a forger using its address without the secret."""
+        self.start()
+        self.wire.up = False  # hold our line unacknowledged
+        self.client.user_line("pending")
+        self.advance(0.1)
+        self.wire.up = True
+        before = list(self.printed)
+        for datagram in FORGERIES:
+            self.link.datagramReceived(datagram, SERVER)
+        self.assertEqual(self.printed, before)
+        self.assertNoResult(self.finished)
+        self.assertEqual(self.link.channel.outstanding, 1)
+        self.advance(1)  # retransmitted, delivered, acknowledged by the real server
+        self.assertEqual(self.link.channel.outstanding, 0)
+        self.client.user_done()
+        self.advance(1)
+        self.assertEqual(self.successResultOf(self.finished), EXIT_OK)
+        self.assertEqual(self.printed[-1], "* goodbye")
+        self.assertEqual(self.room.who(), [])
 
     def test_eof_quits_once_acknowledged_and_exits_0(self):
         self.start()

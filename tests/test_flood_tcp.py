@@ -17,7 +17,7 @@ from chatservice.flood import FloodPolicy
 from chatservice.limits import Admission, Limits
 from chatservice.nicks import NickRegistry
 from chatservice.room import Room
-from chatservice.tcp import LineChatFactory
+from chatservice.tcp import LineChatFactory, peer_name
 from tests import support
 
 SLOWED = (
@@ -69,6 +69,20 @@ class PasteUnitTests(SynchronousTestCase):
         self.assertEqual(self.lines(bob_out)[-1], "alice: after")
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_held_read_is_kept_as_bytes(self):
+        """A paused 64 KiB read of short lines is held as one block of bytes, not 21,000 objects."""
+        alice, alice_out = self.connect("alice")
+        bob, bob_out = self.connect("bob")
+        read = b"ab\n" * (65536 // 3)
+        alice.dataReceived(read)
+        self.assertEqual(alice_out.producerState, "paused")
+        held = list(alice._pending)
+        self.assertEqual(len(held), 1)
+        self.assertLessEqual(len(held[0]), len(read))
+        self.clock.advance(0.1)  # one more line goes; still one block, consumed by offset
+        self.assertEqual(len(alice._pending), 1)
+        self.assertIs(alice._pending[0], held[0])
+
     def test_paste_split_across_reads_keeps_order(self):
         alice, alice_out = self.connect("alice")
         bob, bob_out = self.connect("bob")
@@ -77,6 +91,20 @@ class PasteUnitTests(SynchronousTestCase):
             alice.dataReceived(paste[start:start + 7])
         self.clock.pump([0.05] * 30)
         self.assertEqual(self.lines(bob_out), [f"alice: line {n}" for n in range(1, 31)])
+
+
+class PeerNameTests(SynchronousTestCase):
+    """Log lines about a TCP user name its address and port."""
+
+    def test_peer_names(self):
+        from twisted.internet.address import IPv6Address
+
+        self.assertEqual(peer_name(IPv4Address("TCP", "127.0.0.1", 50000)), "127.0.0.1:50000")
+        self.assertEqual(peer_name(IPv6Address("TCP", "::1", 50000)), "[::1]:50000")
+        clock = Clock()
+        factory = LineChatFactory(Room(clock), NickRegistry(), clock, Admission(10, 10))
+        proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 4242))
+        self.assertEqual(proto.peer, "10.0.0.7:4242")
 
 
 class PasteLoopbackTests(TestCase):

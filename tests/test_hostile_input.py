@@ -115,7 +115,8 @@ _datagrams = st.lists(
 class UdpHostileInputTests(SynchronousTestCase):
     """
     Arbitrary datagrams from a stranger get at most a small TOKEN; from a joined address without
-    its session secret they get nothing at all; with the secret they never reach anyone raw.
+    its session secret they get nothing at all; with the secret they never reach anyone raw, and
+    every answer starts with the secret.
     """
 
     class Wire:
@@ -186,4 +187,6 @@ class UdpHostileInputTests(SynchronousTestCase):
             world.chat.datagramReceived(world.secret + b" " + datagram, self.member)
             world.clock.advance(0.01)
         self.assert_nothing_raw(world)
+        to_member = [d for d, a in world.wire.written if a == self.member]
+        self.assertTrue(all(d.startswith(world.secret + b" ") for d in to_member), to_member)
         world.chat.stopProtocol()

@@ -114,7 +114,8 @@ class RawUDPUser(DatagramProtocol):
         seen = set()
         for datagram in self.received:
             for line in datagram.splitlines():
-                numbered = re.match(rb"(\d+)\+? ", line)
+                # After SESSION every server datagram starts with the 16-hex-digit secret.
+                numbered = re.match(rb"(?:[0-9a-f]{16} )?(\d+)\+? ", line)
                 if numbered:
                     if numbered.group(1) in seen:
                         return numbered.group(1)

@@ -35,6 +35,7 @@ class HeldGoodbye:
 
     nick = None
     via = "fake"
+    peer = "192.0.2.4:40000"
 
     def __init__(self):
         self.asked = defer.Deferred()

@@ -33,6 +33,7 @@ class ClosingParticipant:
     """A participant whose C{close} is noted in C{journal} and fires on C{gone()}."""
 
     via = "fake"
+    peer = "192.0.2.2:40000"
 
     def __init__(self, nick, journal):
         self.nick = nick
@@ -292,6 +293,18 @@ class StopOrderTests(_StopHarness):
         self.assertFalse(udp.running)
         self.successResultOf(d)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_child_failing_to_stop_is_logged_and_the_stop_completes(self):
+        """A datagram listener whose stop fails: logged once, and the service still stops."""
+        self.add_stream("tcp")
+        udp = self.add_datagram("udp")
+        udp.stopService = lambda: defer.fail(RuntimeError("port would not close"))
+        self.service.startService()
+        d = self.service.stopService()
+        self.alice.gone()
+        self.bob.gone()
+        self.successResultOf(d)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_datagram_listener_waits_out_the_grace(self):
         self.add_stream("tcp")

@@ -128,8 +128,12 @@ class RegistryAnswerTests(SynchronousTestCase):
         self.assertTrue(alice.paused)
         self.clock.advance(REGISTRY_TIMEOUT - 0.5)
         self.assertFalse(session.gone)
-        self.clock.advance(0.5)
+        with capturedLogs() as events:
+            self.clock.advance(0.5)
         self.assertTrue(session.gone)
+        # Before joining the user has no nick: the log names where it connects from.
+        [warning] = [e for e in events if "did not answer" in e["log_format"]]
+        self.assertEqual((warning["nick"], warning["peer"]), (None, "192.0.2.1:50000"))
         self.assertEqual(alice.closed, [TIMED_OUT])
         self.assertEqual(registry.released, ["alice"])  # in case it is granted after all
         self.assertEqual(self.room.connected, 0)

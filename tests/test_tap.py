@@ -198,6 +198,19 @@ class OptionsTests(SynchronousTestCase):
         for argv in bad:
             self.assertRaises(usage.UsageError, parse, *argv)
 
+    def test_bad_tcp_endpoint_is_a_usage_error(self):
+        """An unknown endpoint type, a bad parameter or a missing key file: a usage error."""
+        for spec, says in [
+            ("foo:1", "Unknown endpoint type: 'foo'"),
+            ("tcp:0:bogus=1", "bogus"),
+            ("ssl:0:privateKey=/nonexistent/key.pem:certKey=/nonexistent/cert.pem",
+             "No such file or directory"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                tap.Options().parseOptions(["--tcp", spec])
+            self.assertIn(f"--tcp {spec}: ", str(caught.exception))
+            self.assertIn(says, str(caught.exception))
+
     def test_unknown_option(self):
         self.assertRaises(usage.UsageError, parse, "--no-such-option")
 
@@ -399,6 +412,7 @@ class _HeldParticipant:
 
     nick = None
     via = "fake"
+    peer = "192.0.2.3:40000"
 
     def __init__(self, journal):
         self._journal = journal

@@ -978,7 +978,7 @@ class InputPausingTests(_FakeSessionHarness):
         self.assertEqual(session.ended, "connection lost")
         proto.resume_input()
         self.assertEqual(session.lines, ["line 1"])
-        self.assertEqual(proto._pending, [])
+        self.assertEqual(list(proto._pending), [])
 
     def test_pause_and_resume_are_idempotent(self):
         proto, out, session = self.open()

@@ -13,7 +13,7 @@ from chatservice.flood import FloodPolicy
 from chatservice.interfaces import IParticipant
 from chatservice.limits import Admission, Limits
 from chatservice.nicks import NickRegistry, validate
-from chatservice.reliable import AckFrame, DataFrame, encode_ack, parse_frame
+from chatservice.reliable import HEADER_ROOM, AckFrame, DataFrame, encode_ack, parse_frame
 from chatservice.room import Room
 from chatservice.session import REGISTRY_TIMEOUT
 from chatservice.tcp import LineChatFactory
@@ -24,6 +24,8 @@ ALICE = ("127.0.0.1", 40001)
 BOB = ("127.0.0.1", 40002)
 MALLORY = ("127.0.0.1", 40666)
 SESSION = re.compile(rb"SESSION ([0-9a-f]{16})\Z")
+#: C{"<s> "}: 16 hex digits and a space, in front of every datagram of a session.
+SECRET_AND_SPACE = 17
 
 
 class FakeDatagramTransport:
@@ -69,6 +71,25 @@ class UdpTestMixin:
         """C{frame} arrives from C{address} after that address's session secret, as clients send."""
         self.receive(self.secrets[address] + b" " + frame, address)
 
+    def got(self, address=ALICE):
+        """
+        What the server sent C{address} since the last take, each with its session secret
+        removed: once the address has a secret, every datagram must start with it and a space
+        (only a repeated C{SESSION s} itself goes without).  Before that, as sent.
+        """
+        datagrams = self.wire.take(address)
+        secret = self.secrets.get(address)
+        if secret is None:
+            return datagrams
+        frames = []
+        for datagram in datagrams:
+            if datagram == b"SESSION " + secret:
+                frames.append(datagram)
+                continue
+            self.assertTrue(datagram.startswith(secret + b" "), datagram)
+            frames.append(datagram[len(secret) + 1:])
+        return frames
+
     def token(self, address=ALICE):
         """HELLO, and the token the server answers with."""
         self.receive(b"HELLO there", address)
@@ -88,8 +109,9 @@ class UdpTestMixin:
         datagrams = self.wire.take(address)
         match = SESSION.match(datagrams[0]) if datagrams else None
         self.assertIsNotNone(match, datagrams)
-        self.secrets[address] = match.group(1)
-        data = [parse_frame(d) for d in datagrams[1:]]
+        secret = self.secrets[address] = match.group(1)
+        self.assertTrue(all(d.startswith(secret + b" ") for d in datagrams[1:]), datagrams)
+        data = [parse_frame(d[len(secret) + 1:]) for d in datagrams[1:]]
         self.assertTrue(all(isinstance(f, DataFrame) for f in data), datagrams)
         self.ack(data, address)
         return [f.payload.decode() for f in data]
@@ -101,7 +123,7 @@ class UdpTestMixin:
 
     def lines(self, address=ALICE, ack=True):
         """Data lines sent to C{address}; ACK them all (cumulatively) if C{ack}."""
-        frames = [parse_frame(d) for d in self.wire.take(address)]
+        frames = [parse_frame(d) for d in self.got(address)]
         data = [f for f in frames if isinstance(f, DataFrame)]
         if ack:
             self.ack(data, address)
@@ -152,7 +174,7 @@ class ChallengeTests(UdpTestMixin, SynchronousTestCase):
     def test_token_is_bound_to_the_address(self):
         """A token fetched for one address does not admit another."""
         self.chat.datagramReceived(b"HELLO alice", ALICE)
-        token = self.wire.take(ALICE)[0].split()[1]
+        token = self.got(ALICE)[0].split()[1]
         self.receive(b"JOIN " + token + b" mallory", MALLORY)
         self.assertEqual(self.wire.written, [])
         self.assertIsNone(self.registry.holder("mallory"))
@@ -160,18 +182,19 @@ class ChallengeTests(UdpTestMixin, SynchronousTestCase):
     def test_token_expires(self):
         """A token older than two epochs is refused."""
         self.chat.datagramReceived(b"HELLO alice", ALICE)
-        token = self.wire.take(ALICE)[0].split()[1]
+        token = self.got(ALICE)[0].split()[1]
         self.clock.advance(200)
         self.receive(b"JOIN " + token + b" alice")
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
 
 
 class JoinTests(UdpTestMixin, SynchronousTestCase):
     def test_join_welcomes_in_sequence(self):
         """JOIN gets SESSION, then the welcome numbered 1."""
         datagrams = self.try_join(b"alice")
-        self.assertRegex(datagrams[0], SESSION)
-        frames = [parse_frame(d) for d in datagrams[1:]]
+        secret = SESSION.match(datagrams[0]).group(1)
+        self.assertTrue(all(d.startswith(secret + b" ") for d in datagrams[1:]), datagrams)
+        frames = [parse_frame(d[len(secret) + 1:]) for d in datagrams[1:]]
         self.assertEqual(frames, [
             DataFrame(1, False, b"* you are alice; 1 online: alice"),
             DataFrame(2, False, b"* type /help for commands"),
@@ -211,7 +234,7 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         self.say(b"4 /quit bye")
         self.assertEqual(bob_out.value(), b"* al left (bye)\r\n")
         self.assertEqual(self.lines(), ["* goodbye"])
-        self.assertEqual(self.wire.take(ALICE), [b"BYE"])
+        self.assertEqual(self.got(ALICE), [b"BYE"])
         self.assertEqual(self.chat.peers(), [])
         self.assertIsNone(self.registry.holder("al"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -223,7 +246,7 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         self.say(b"1 once")
         self.say(b"1 once")
         self.assertEqual(bob_out.value(), b"alice: once\r\n")
-        acks = [parse_frame(d) for d in self.wire.take(ALICE)]
+        acks = [parse_frame(d) for d in self.got(ALICE)]
         self.assertEqual(acks, [AckFrame(1, ()), AckFrame(1, ())])
 
     def test_out_of_order_lines_are_delivered_in_order(self):
@@ -238,7 +261,7 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
     def test_ping_gets_pong(self):
         self.join()
         self.say(b"PING\n")
-        self.assertEqual(self.wire.take(ALICE), [b"PONG"])
+        self.assertEqual(self.got(ALICE), [b"PONG"])
 
     def test_oversized_line_is_refused_in_sequence(self):
         """A datagram over the limit gets a '! ' line and is acked, never cut."""
@@ -256,13 +279,13 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         self.say(b"hello without a number")
         self.say(b"")
         self.assertEqual(
-            self.wire.take(ALICE), [b"! malformed datagram (see docs/udp-protocol.md)"] * 2
+            self.got(ALICE), [b"! malformed datagram (see docs/udp-protocol.md)"] * 2
         )
 
     def test_oversized_without_a_number_is_refused(self):
         self.join()
         self.say(b"ACK " + b"1 " * MAX_DATAGRAM)
-        self.assertEqual(self.wire.take(ALICE), [b"! datagram too long (max 1200 bytes)"])
+        self.assertEqual(self.got(ALICE), [b"! datagram too long (max 1200 bytes)"])
 
     def test_long_lines_to_udp_are_split_and_whole(self):
         """A TCP user's 4000-byte line reaches a UDP user as continued pieces."""
@@ -270,8 +293,9 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         self.join()
         bob.dataReceived(b"y" * 4000 + b"\n")
         self.clock.advance(0)
-        frames = [parse_frame(d) for d in self.wire.take(ALICE)]
-        self.assertTrue(all(len(d) <= MAX_DATAGRAM for d in [f.payload for f in frames]))
+        raw = [d for d, a in self.wire.written if a == ALICE]
+        self.assertTrue(all(len(d) <= MAX_DATAGRAM for d in raw), [len(d) for d in raw])
+        frames = [parse_frame(d) for d in self.got(ALICE)]
         self.assertEqual([f.more for f in frames], [True, True, True, False])
         self.assertEqual(b"".join(f.payload for f in frames), b"bob: " + b"y" * 4000)
 
@@ -280,9 +304,9 @@ class ReliabilityTests(UdpTestMixin, SynchronousTestCase):
     def test_unacked_lines_are_retransmitted(self):
         self.join()
         bob, _ = self.tcp_user("bob")
-        self.wire.take(ALICE)
+        self.got(ALICE)
         self.clock.advance(0.25)
-        self.assertEqual([parse_frame(d).seq for d in self.wire.take(ALICE)], [3])
+        self.assertEqual([parse_frame(d).seq for d in self.got(ALICE)], [3])
 
     def test_silent_peer_gives_up_and_leaves(self):
         """Retries run out: others see '* alice left (timed out)'; no timers remain."""
@@ -330,14 +354,14 @@ class ShutdownTests(UdpTestMixin, SynchronousTestCase):
         d = self.room.close_all("server shutting down")
         self.assertNoResult(d)
         self.clock.advance(0.25)  # first copy unacked: it is sent again
-        frames = [parse_frame(d) for d in self.wire.take(ALICE)]
+        frames = [parse_frame(d) for d in self.got(ALICE)]
         self.assertEqual(len(frames), 2)
         self.assertEqual(frames[0], frames[1])
         self.assertEqual(frames[0].payload, b"* server shutting down")
         self.assertNoResult(d)
         self.say(encode_ack(frames[0].seq))
         self.successResultOf(d)
-        self.assertEqual(self.wire.take(ALICE), [b"BYE"])
+        self.assertEqual(self.got(ALICE), [b"BYE"])
 
     def test_stop_protocol_cancels_every_timer(self):
         self.join()
@@ -414,7 +438,7 @@ class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
         self.assertEqual([len(s) for s in self.secrets.values()], [16, 16])
         self.assertNotEqual(self.secrets[ALICE], self.secrets[BOB])
         self.say(b"BYE", ALICE)
-        self.wire.take(ALICE)
+        self.got(ALICE)
         before = self.secrets[ALICE]
         self.join(b"alice", ALICE)
         self.assertNotEqual(self.secrets[ALICE], before)
@@ -425,12 +449,12 @@ class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
         self.join()
         bob.dataReceived(b"are you there?\n")
         self.clock.advance(0)
-        (line,) = self.wire.take(ALICE)
+        (line,) = self.got(ALICE)
         self.receive(b"ACK 2147483648")
         self.receive(other_secret(self.secrets[ALICE]) + b" ACK 4294967295")
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
         self.clock.advance(0.25)
-        self.assertEqual(self.wire.take(ALICE), [line])
+        self.assertEqual(self.got(ALICE), [line])
 
     def test_forged_line_is_not_applied(self):
         """A spoofed C{1 /nick x} used to rename the user and make the real line 1 a duplicate."""
@@ -439,7 +463,7 @@ class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
         bob_out.clear()
         self.receive(b"1 /nick x")
         self.receive(other_secret(self.secrets[ALICE]) + b" 1 /nick y")
-        self.assertEqual((bob_out.value(), self.wire.take(ALICE)), (b"", []))
+        self.assertEqual((bob_out.value(), self.got(ALICE)), (b"", []))
         self.say(b"1 hello")
         self.assertEqual(bob_out.value(), b"alice: hello\r\n")
         self.assertEqual([p.nick for p in self.chat.peers()], ["alice"])
@@ -486,7 +510,7 @@ class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
         self.join()
         self.receive(self.secrets[ALICE])
         self.assertEqual(
-            self.wire.take(ALICE), [b"! malformed datagram (see docs/udp-protocol.md)"]
+            self.got(ALICE), [b"! malformed datagram (see docs/udp-protocol.md)"]
         )
 
     def test_repeated_join_gets_the_same_session_and_nothing_else(self):
@@ -495,15 +519,15 @@ class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
         session = b"SESSION " + self.secrets[ALICE]
         token = self.chat.token_for(ALICE)
         self.receive(b"JOIN " + token + b" alice")
-        self.assertEqual(self.wire.take(ALICE), [session])
+        self.assertEqual(self.got(ALICE), [session])
         self.receive(b"JOIN " + token + b" carol")
-        self.assertEqual(self.wire.take(ALICE), [session])
+        self.assertEqual(self.got(ALICE), [session])
         self.receive(b"JOIN 0000000000 alice")
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
         self.assertEqual([p.nick for p in self.chat.peers()], ["alice"])
         self.assertIsNone(self.registry.holder("carol"))
         self.say(b"1 still the same session")
-        self.assertEqual(self.wire.take(ALICE), [b"ACK 1"])
+        self.assertEqual(self.got(ALICE), [b"ACK 1"])
 
     def test_bye_ends_the_session_as_a_quit(self):
         bob, bob_out = self.tcp_user("bob")
@@ -511,13 +535,13 @@ class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
         bob_out.clear()
         self.say(b"BYE")
         self.assertEqual(bob_out.value(), b"* alice left (quit)\r\n")
-        self.assertEqual(self.wire.take(ALICE), [b"BYE"])
+        self.assertEqual(self.got(ALICE), [b"BYE"])
         self.assertEqual(self.chat.peers(), [])
         self.assertIsNone(self.registry.holder("alice"))
         self.assertEqual(self.admission.total, 1)  # bob
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.say(b"BYE")  # the address is a stranger again
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
 
     def test_bye_drops_lines_not_yet_acknowledged(self):
         bob, _ = self.tcp_user("bob")
@@ -525,9 +549,93 @@ class SessionSecretTests(UdpTestMixin, SynchronousTestCase):
         bob.dataReceived(b"one\ntwo\n")
         self.clock.advance(0)
         self.say(b"BYE")
-        self.assertEqual(self.wire.take(ALICE)[-1], b"BYE")
+        self.assertEqual(self.got(ALICE)[-1], b"BYE")
         self.clock.advance(100)
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
+
+
+class ServerSecretTests(UdpTestMixin, SynchronousTestCase):
+    """
+    After C{SESSION s} every datagram the server sends starts with C{s} and a space, so the
+    client can tell the server's datagrams from ones forged with the server's address.
+    """
+
+    def after_session(self, address=ALICE):
+        """Every raw datagram sent to C{address} since its C{SESSION}, which must be first."""
+        raw = [d for d, a in self.wire.written if a == address]
+        self.wire.written = [(d, a) for d, a in self.wire.written if a != address]
+        return raw
+
+    def assert_all_carry_the_secret(self, raw, address=ALICE):
+        secret = self.secrets[address]
+        self.assertNotEqual(raw, [])
+        for datagram in raw:
+            self.assertTrue(datagram.startswith(secret + b" "), datagram[:60])
+            self.assertTrue(datagram.endswith(b"\n"), datagram[-20:])
+            self.assertLessEqual(len(datagram), MAX_DATAGRAM)
+            if datagram[:-1] != b"SESSION " + secret:
+                parse_frame(datagram[len(secret) + 1:-1])  # the rest is a frame as before
+
+    def test_a_whole_session_user_quits(self):
+        """Join, chat, long lines, ping, malformed and too long input, retransmissions, /quit."""
+        bob, _ = self.tcp_user("bob")
+        token = self.token()
+        self.receive(b"JOIN " + token + b" alice")
+        first = [d for d, a in self.wire.written if a == ALICE]
+        self.secrets[ALICE] = SESSION.match(first[0].rstrip(b"\n")).group(1)
+        self.wire.written = [(d, a) for d, a in self.wire.written if a != ALICE]
+        raw = first[1:]
+        self.say(b"ACK 2")
+        self.say(b"1 hello")
+        bob.dataReceived(b"hi alice\n" + b"z" * 3000 + b"\n")
+        self.clock.advance(0.3)  # unacknowledged: retransmitted
+        self.say(b"PING")
+        self.say(b"no number")
+        self.say(b"")
+        self.say(b"2 " + b"x" * MAX_DATAGRAM)
+        self.say(b"ACK " + b"1 " * MAX_DATAGRAM)
+        self.say(b"3+ a piece")
+        self.say(b"ACK 9")
+        self.say(b"4 /quit")
+        raw += self.after_session()
+        self.say(b"ACK 10")
+        raw += self.after_session()
+        self.assertEqual(self.chat.peers(), [])
+        self.assertEqual(raw[-1], self.secrets[ALICE] + b" BYE\n")
+        self.assertIn(self.secrets[ALICE] + b" PONG\n", raw)
+        self.assertIn(self.secrets[ALICE] + b" ! malformed datagram (see docs/udp-protocol.md)\n",
+                      raw)
+        self.assertIn(self.secrets[ALICE] + b" ! datagram too long (max 1200 bytes)\n", raw)
+        self.assertIn(self.secrets[ALICE] + b" ACK 4\n", raw)
+        self.assert_all_carry_the_secret(raw)
+        # The bound is tight: the secret came out of each piece, not on top of the datagram.
+        pieces = [
+            parse_frame(d[SECRET_AND_SPACE:-1]) for d in raw if re.match(rb"[0-9a-f]{16} \d+\+ ", d)
+        ]
+        self.assertEqual({len(p.payload) for p in pieces},
+                         {MAX_DATAGRAM - SECRET_AND_SPACE - HEADER_ROOM - 1})
+
+    def test_client_bye_repeated_join_and_shutdown(self):
+        self.join()
+        token = self.chat.token_for(ALICE)
+        self.receive(b"JOIN " + token + b" alice")
+        self.assertEqual(self.after_session(), [b"SESSION " + self.secrets[ALICE] + b"\n"])
+        self.say(b"BYE")
+        self.assertEqual(self.after_session(), [self.secrets[ALICE] + b" BYE\n"])
+        self.join()
+        d = self.room.close_all("server shutting down")
+        self.clock.advance(0.3)
+        raw = self.after_session()
+        self.say(encode_ack(4))
+        self.successResultOf(d)
+        raw += self.after_session()
+        self.assertEqual(raw[-1], self.secrets[ALICE] + b" BYE\n")
+        self.assert_all_carry_the_secret(raw)
+
+    def test_peer_says_where_it_connects_from(self):
+        self.join()
+        (peer,) = self.chat.peers()
+        self.assertEqual(peer.peer, "127.0.0.1:40001")
 
 
 class RefusedJoinTests(UdpTestMixin, SynchronousTestCase):
@@ -593,14 +701,15 @@ class LateRegistryTests(UdpTestMixin, SynchronousTestCase):
         self.receive(b"JOIN " + token + b" alice")  # a client retrying: still waiting
         self.receive(b"1 hi")
         self.receive(b"PING")
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
         self.assertEqual(len(self.registry.waiting), 1)
         self.registry.answer()
         self.clock.advance(0)
-        datagrams = self.wire.take(ALICE)
-        self.assertRegex(datagrams[0], SESSION)
+        datagrams = self.got(ALICE)
+        secret = SESSION.match(datagrams[0]).group(1)
+        self.assertTrue(all(d.startswith(secret + b" ") for d in datagrams[1:]), datagrams)
         self.assertEqual(
-            [parse_frame(d) for d in datagrams[1:]],
+            [parse_frame(d[len(secret) + 1:]) for d in datagrams[1:]],
             [DataFrame(1, False, b"* you are alice; 1 online: alice"),
              DataFrame(2, False, b"* type /help for commands")],
         )
@@ -609,18 +718,18 @@ class LateRegistryTests(UdpTestMixin, SynchronousTestCase):
         self.registry.real.reserve("alice", object())
         token = self.token()
         self.receive(b"JOIN " + token + b" alice")
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
         self.assertEqual(self.admission.total, 1)
         self.registry.answer()
         self.clock.advance(0)
-        self.assertEqual(self.wire.take(ALICE), [b"! nickname alice is taken, try another"])
+        self.assertEqual(self.got(ALICE), [b"! nickname alice is taken, try another"])
         self.assert_nothing_left()
 
     def test_no_answer_in_time_leaves_nothing(self):
         token = self.token()
         self.receive(b"JOIN " + token + b" alice")
         self.clock.advance(REGISTRY_TIMEOUT)
-        (reply,) = self.wire.take(ALICE)
+        (reply,) = self.got(ALICE)
         self.assertTrue(reply.startswith(b"! "), reply)
         self.assert_nothing_left()
 
@@ -629,7 +738,7 @@ class LateRegistryTests(UdpTestMixin, SynchronousTestCase):
         self.receive(b"JOIN " + token + b" alice")
         d = self.room.close_all("server shutting down")
         self.successResultOf(d)
-        self.assertEqual(self.wire.take(ALICE), [b"! server shutting down"])
+        self.assertEqual(self.got(ALICE), [b"! server shutting down"])
         self.registry.answer()  # granted too late: given back
         self.clock.advance(0)
         self.assertIsNone(self.registry.real.holder("alice"))
@@ -675,7 +784,7 @@ class InputPausingTests(UdpTestMixin, SynchronousTestCase):
         self.assertIsNone(peer.pause_input())
         self.assertIsNone(peer.resume_input())
         self.clock.advance(0)
-        self.assertEqual(self.wire.take(ALICE), [])
+        self.assertEqual(self.got(ALICE), [])
 
     def test_lines_over_the_rate_are_acked_at_once_and_relayed_in_order(self):
         self.limits = Limits(flood=FloodPolicy(rate=1, burst=2, queue=10))
@@ -685,7 +794,7 @@ class InputPausingTests(UdpTestMixin, SynchronousTestCase):
         bob_out.clear()
         for n in range(1, 6):
             self.say(b"%d line %d" % (n, n))
-        acks = [d for d in self.wire.take(ALICE) if d.startswith(b"ACK")]
+        acks = [d for d in self.got(ALICE) if d.startswith(b"ACK")]
         self.assertEqual(acks[-1], b"ACK 5")
         self.clock.pump([1] * 10)
         relayed = [line for line in bob_out.value().split(b"\r\n") if line.startswith(b"alice:")]

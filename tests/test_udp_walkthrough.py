@@ -22,8 +22,9 @@ from tests import support
 
 DOC = os.path.join(support.PROJECT_ROOT, "docs", "udp-protocol.md")
 SECTION = "## By hand with `nc -u`"
-#: A numbered line the server sent before; a copy is a retransmission, which the doc leaves out.
-_DATA = re.compile(rb"\d+\+? ")
+#: A numbered line the server sent before (after the session secret); a copy is a
+#: retransmission, which the doc leaves out.
+_DATA = re.compile(rb"[0-9a-f]{16} \d+\+? ")
 
 
 def walkthrough(text: str) -> list[tuple[str, str]]:
@@ -51,7 +52,10 @@ class WalkthroughParsingTests(SynchronousTestCase):
         self.assertEqual(said[0].split()[0], "TOKEN")
         self.assertIn("! nickname bob is taken, try another", said)
         self.assertTrue(any(re.fullmatch(r"SESSION [0-9a-f]{16}", line) for line in said))
-        self.assertEqual(said[-1], "BYE")
+        secret = next(line.split()[1] for line in said if line.startswith("SESSION "))
+        after = said[said.index("SESSION " + secret) + 1:]
+        self.assertTrue(all(line.startswith(secret + " ") for line in after), after)
+        self.assertEqual(said[-1], secret + " BYE")
 
 
 class _Recorder:
@@ -172,7 +176,7 @@ class WalkthroughTests(TestCase):
             if direction == ">":
                 alice.type_line(fill_in(line))
                 continue
-            bob_says = re.fullmatch(r"\d+ bob: (.*)", line)
+            bob_says = re.fullmatch(r"[0-9a-f]{16} \d+ bob: (.*)", line)
             if bob_says:
                 bob.send(bob_says.group(1).encode("utf-8") + b"\n")
             got = (yield alice.next_datagram()).decode("utf-8")
