@@ -147,6 +147,9 @@ class TelnetDecoder:
     @ivar idle: no command, subnegotiation or CR is pending from the last read.
     """
 
+    # One per connection: slots keep it small (about 100 bytes instead of 400).
+    __slots__ = ("_max_sub", "_state", "_verb", "_sub_length", "_cr", "idle")
+
     def __init__(self, max_subnegotiation: int = MAX_SUBNEGOTIATION) -> None:
         self._max_sub = max_subnegotiation
         self._state = _DATA

@@ -25,6 +25,7 @@ from chatservice.limits import Admission, Limits
 from chatservice.nicks import NickRegistry
 from chatservice.room import Room
 from chatservice.tcp import LineChatFactory, LineChatProtocol, SendQueue
+from chatservice.telnet import TelnetDecoder
 from tests import support
 
 IAC, DO, DONT, WILL, WONT, SB, SE = b"\xff", b"\xfd", b"\xfe", b"\xfb", b"\xfc", b"\xfa", b"\xf0"
@@ -779,10 +780,17 @@ class TelnetLineTests(_FakeSessionHarness):
         """A read without IAC or CR skips the telnet decoder: nc's hot path costs nothing more."""
         proto, _, session = self.open()
         calls = []
-        for name in ("decode", "line_ends"):
-            real = getattr(proto._telnet, name)
-            setattr(proto._telnet, name,
-                    lambda data, name=name, real=real: calls.append((name, data)) or real(data))
+
+        class SpyDecoder(TelnetDecoder):
+            def decode(self, data):
+                calls.append(("decode", data))
+                return super().decode(data)
+
+            def line_ends(self, data):
+                calls.append(("line_ends", data))
+                return super().line_ends(data)
+
+        proto._telnet = SpyDecoder()
         text = "plain \t line, ünïcode 世界 🎉, \x00 \x1b[31m and \x85"
         proto.dataReceived(text.encode() + b"\nsecond\nthi")
         proto.dataReceived(b"rd\n")
