@@ -358,6 +358,8 @@ class Generator:
             i = data.find(PROBE, k, end)
 
     def _send(self, c: Conn, data: bytes) -> None:
+        if c.closed:
+            return
         if c.pending:
             c.pending += data
             return
@@ -365,6 +367,9 @@ class Generator:
             sent = c.sock.send(data)
         except BlockingIOError:
             sent = 0
+        except OSError as e:  # the server dropped this user (overload): the step fails
+            self._fail(c, str(e))
+            return
         if sent < len(data):
             c.pending = data[sent:]
             self.ep.modify(c.fd, EPOLLIN | EPOLLOUT)
@@ -376,6 +381,9 @@ class Generator:
         try:
             sent = c.sock.send(c.pending)
         except BlockingIOError:
+            return
+        except OSError as e:
+            self._fail(c, str(e))
             return
         c.pending = c.pending[sent:]
         if not c.pending:
