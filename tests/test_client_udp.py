@@ -57,8 +57,8 @@ class FakePort:
         self.sent.append(datagram)
 
 
-class UdpWireTests(SynchronousTestCase):
-    """The client's side of the UDP contract, against a server played by hand."""
+class _LinkHarness(SynchronousTestCase):
+    """A client's UDP link on a clock and a fake port, with the server played by hand."""
 
     def setUp(self):
         self.clock = Clock()
@@ -71,6 +71,13 @@ class UdpWireTests(SynchronousTestCase):
 
     def tearDown(self):
         self.link.stop()
+
+
+class UdpWireTests(_LinkHarness):
+    """The client's side of the UDP contract, against a server played by hand."""
+
+    def tearDown(self):
+        super().tearDown()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def server_says(self, *datagrams):
@@ -320,28 +327,19 @@ FORGERIES = [
 ]
 
 
-class ForgedServerDatagramTests(SynchronousTestCase):
+class ForgedServerDatagramTests(_LinkHarness):
     """
     After SESSION the client takes only datagrams that start with its secret: one with the
     server's address but without the secret (or with another) changes nothing at all.
     """
 
     def setUp(self):
-        self.clock = Clock()
-        self.printed = []
-        self.finished = defer.Deferred()
-        self.client = ChatClient("bot", self.printed.append, self.finished, self.clock)
-        self.link = _UdpLink(self.client, self.clock, SERVER)
-        self.port = FakePort()
-        self.link.makeConnection(self.port)
+        super().setUp()
         self.link.datagramReceived(b"TOKEN " + TOKEN + b"\n", SERVER)
         self.link.datagramReceived(b"SESSION " + SECRET + b"\n", SERVER)
         self.link.datagramReceived(signed(WELCOME), SERVER)
         self.client.user_line("my pending line")
         self.mark = len(self.port.sent)
-
-    def tearDown(self):
-        self.link.stop()
 
     def forge(self, secret=None):
         for datagram in FORGERIES:
@@ -415,20 +413,8 @@ class ForgedServerDatagramTests(SynchronousTestCase):
         self.assert_unmoved()
 
 
-class HandshakeForgeryTests(SynchronousTestCase):
+class HandshakeForgeryTests(_LinkHarness):
     """Before SESSION only TOKEN, SESSION and a refusal's C{! reason} count."""
-
-    def setUp(self):
-        self.clock = Clock()
-        self.printed = []
-        self.finished = defer.Deferred()
-        self.client = ChatClient("bot", self.printed.append, self.finished, self.clock)
-        self.link = _UdpLink(self.client, self.clock, SERVER)
-        self.port = FakePort()
-        self.link.makeConnection(self.port)
-
-    def tearDown(self):
-        self.link.stop()
 
     def test_nothing_else_before_session(self):
         self.link.datagramReceived(b"TOKEN " + TOKEN + b"\n", SERVER)
