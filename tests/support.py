@@ -219,6 +219,22 @@ class LineClient(Protocol):
         return self.wait_closed(timeout)
 
 
+#: The first line the server sends a new TCP user, and the last line of its welcome.
+GREETING = "* welcome to chatroom, what is your nickname?"
+HELP_HINT = "* type /help for commands"
+
+
+@defer.inlineCallbacks
+def log_in(user: "LineClient", nick: str, line_end: bytes = b"\n"):
+    """Answer C{user}'s greeting with C{nick} and read its welcome; fire with C{user}."""
+    greeting = yield user.next_line()
+    if greeting != GREETING:
+        raise AssertionError(f"expected the greeting, got {greeting!r}")
+    user.send(nick.encode() + line_end)
+    yield user.read_until(HELP_HINT)
+    return user
+
+
 def connect(reactor, port: int, host: str = "127.0.0.1", timeout: float = WAIT):
     """
     Connect a L{LineClient} to C{host}:C{port} on C{reactor}.

@@ -230,10 +230,7 @@ class ClientProcessTests(TestCase):
         """A raw TCP user who has joined as C{nick}, with its welcome read."""
         user = yield support.connect(self.reactor, self.port)
         self.addCleanup(user.close)
-        self.assertEqual((yield user.next_line()), GREETING)
-        user.send(nick.encode() + b"\n")
-        yield user.read_until("* type /help for commands")
-        return user
+        return (yield support.log_in(user, nick))
 
     def run_client(self, *args):
         process = support.spawn(self.reactor, support.client_argv(*args))

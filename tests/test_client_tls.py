@@ -21,7 +21,7 @@ from chatservice import tap
 from chatservice.client import Options
 from tests import support
 
-GREETING = "* welcome to chatroom, what is your nickname?"
+GREETING = support.GREETING
 
 
 class _SSLRecorder:
@@ -93,10 +93,7 @@ class TlsClientTests(TempFiles, TestCase):
         )
         user = yield endpoints.connectProtocol(endpoint, support.LineClient(self.reactor))
         self.addCleanup(user.close)
-        self.assertEqual((yield user.next_line()), GREETING)
-        user.send(nick.encode() + b"\n")
-        yield user.read_until("* type /help for commands")
-        return user
+        return (yield support.log_in(user, nick))
 
     def run_client(self, *args):
         process = support.spawn(self.reactor, support.client_argv(*args))

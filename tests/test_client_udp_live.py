@@ -10,7 +10,6 @@ from twisted.trial.unittest import TestCase
 from chatservice import tap
 from tests import support
 
-GREETING = "* welcome to chatroom, what is your nickname?"
 #: Starting Python and Twisted for the client on a busy machine, plus the handshake.
 STARTUP = 15.0
 
@@ -59,10 +58,7 @@ class UdpClientProcessTests(TestCase):
     def user(self, nick):
         user = yield support.connect(self.reactor, self.tcp_port)
         self.addCleanup(user.close)
-        self.assertEqual((yield user.next_line()), GREETING)
-        user.send(nick.encode() + b"\n")
-        yield user.read_until("* type /help for commands")
-        return user
+        return (yield support.log_in(user, nick))
 
     def run_client(self, *args):
         process = support.spawn(

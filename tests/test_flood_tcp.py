@@ -123,9 +123,7 @@ class PasteLoopbackTests(TestCase):
     def join(self, nick):
         user = yield support.connect(self.reactor, self.port)
         self.addCleanup(user.close)
-        user.send(nick.encode() + b"\r\n")
-        yield user.read_until("* type /help for commands")
-        return user
+        return (yield support.log_in(user, nick, b"\r\n"))
 
     @defer.inlineCallbacks
     def test_thirty_line_paste_arrives_whole_and_in_order(self):
