@@ -16,11 +16,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.tcp import LineChatFactory
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Admission, Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.frontends.line import LineChatFactory
 
 USERS = 10
 ROUNDS = 200

@@ -128,7 +128,7 @@ def render(results: dict) -> str:
             "`tests.relay.LossyRelay` (in the generator's process), which drops the given "
             "fraction of datagrams in each direction independently and reorders %s%% of the "
             "rest. Users log in with no loss; loss applies from the first load message. "
-            "chatroom's users run the project's `chatservice.reliable.ReliableChannel`. "
+            "chatroom's users run the project's `chatservice.frontends.reliable.ReliableChannel`. "
             "Delivered fraction = distinct messages shown / (messages x (N-1)); duplicates "
             "shown = lines a user saw again. Retransmissions for chatroom = the generator's "
             "client-side retransmits plus the server's retransmitted data frames as counted "

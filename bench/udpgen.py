@@ -1,7 +1,7 @@
 """UDP load generator: 50 users talking through a lossy relay, on Twisted's epoll reactor.
 
 For chatroom (``kind="chatroom"``) every simulated user runs the project's own
-``chatservice.reliable.ReliableChannel`` over its socket, so the benchmark exercises the real
+``chatservice.frontends.reliable.ReliableChannel`` over its socket, so the benchmark exercises the real
 protocol code rather than a copy. The wire is docs/udp-protocol.md's: HELLO until TOKEN, JOIN
 until ``SESSION <s>``, then every datagram either side sends (data, ACK, PING, PONG, BYE, ``!``)
 starts with ``<s> ``; the user drops server datagrams without it, as the bundled client does.
@@ -177,7 +177,7 @@ class User(DatagramProtocol):
             if self.stats.active:
                 self.stats.line(self, datagram)
             return
-        from chatservice import reliable
+        from chatservice.frontends import reliable
         datagram = datagram.rstrip(b"\r\n")
         if self.session is not None:
             secret, space, datagram = datagram.partition(b" ")
@@ -208,7 +208,7 @@ class User(DatagramProtocol):
             self.channel.frame_received(frame)
 
     def _make_channel(self) -> None:
-        from chatservice import reliable
+        from chatservice.frontends import reliable
         self.channel = reliable.ReliableChannel(
             reactor, self._write_in_session, self._deliver, self._give_up,
             max_payload=MAX_DATAGRAM - SESSION_PREFIX_LEN)

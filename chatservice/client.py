@@ -5,7 +5,7 @@ It prints every server line as it arrives and sends each stdin line; at
 stdin EOF it sends C{/quit} once its lines are out, and exits 0.  A refused
 nick exits 2, an unreachable or vanished server 1, bad usage 64.  Built on
 Twisted: StandardIO for the console, an endpoint for TCP (wrapped in TLS with
-C{--tls}), L{chatservice.reliable} for UDP.
+C{--tls}), L{chatservice.frontends.reliable} for UDP.
 
 Every wait is bounded, so the client never hangs: over UDP the handshake
 must finish within L{HANDSHAKE_TIMEOUT} seconds, and a joined client gives up
@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatservice import __version__
-from chatservice.reliable import (
+from chatservice.frontends.reliable import (
     HEADER_ROOM,
     ControlFrame,
     DataFrame,

@@ -8,19 +8,19 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice import __version__, logs
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Admission, Limits
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Admission, Limits
 from chatservice.listen import (
     DatagramListener,
     StreamListener,
     datagram_address,
     stream_description,
 )
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
 from chatservice.service import ChatService
-from chatservice.tcp import LineChatFactory
-from chatservice.udp import DatagramChat
+from chatservice.frontends.line import LineChatFactory
+from chatservice.frontends.udp import DatagramChat
 
 _DEFAULTS = Limits()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from twisted.internet import defer
 from zope.interface import implementer
 
-from chatservice.interfaces import IEventSink, INickRegistry, IParticipant
-from chatservice.nicks import NickRegistry
-from chatservice.render import as_line
+from chatservice.core.interfaces import IEventSink, INickRegistry, IParticipant
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.render import as_line
 
 
 class DeliveryError(Exception):

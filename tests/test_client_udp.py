@@ -25,11 +25,11 @@ from chatservice.client import (
     ChatClient,
     _UdpLink,
 )
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.udp import DatagramChat
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Admission, Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.frontends.udp import DatagramChat
 
 CLIENT, SERVER = ("127.0.0.1", 50001), ("127.0.0.1", 12346)
 TOKEN = b"0123456789"

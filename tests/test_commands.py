@@ -1,11 +1,11 @@
 """
-Tests for L{chatservice.commands}: one line of text to one command value.
+Tests for L{chatservice.core.commands}: one line of text to one command value.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.commands import Help, Me, Msg, Nick, Quit, Say, Who, parse
-from chatservice.errors import BadUsage, ChatError, UnknownCommand
+from chatservice.core.commands import Help, Me, Msg, Nick, Quit, Say, Who, parse
+from chatservice.core.errors import BadUsage, ChatError, UnknownCommand
 
 
 class ParseTests(SynchronousTestCase):

@@ -1,11 +1,11 @@
 """
-Tests for L{chatservice.flood}: the token bucket that delays lines, and the kick rule, on explicit
+Tests for L{chatservice.core.flood}: the token bucket that delays lines, and the kick rule, on explicit
 times.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.flood import ABUSE_FACTOR, ABUSE_SECONDS, FloodGuard, FloodPolicy
+from chatservice.core.flood import ABUSE_FACTOR, ABUSE_SECONDS, FloodGuard, FloodPolicy
 
 
 def arrive(guard, start, seconds, per_second):

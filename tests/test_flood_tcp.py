@@ -13,11 +13,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.tcp import LineChatFactory, peer_name
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Admission, Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.frontends.line import LineChatFactory, peer_name
 from tests import support
 
 SLOWED = (

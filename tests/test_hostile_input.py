@@ -13,12 +13,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.tcp import LineChatFactory
-from chatservice.udp import DatagramChat
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Admission, Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.frontends.line import LineChatFactory
+from chatservice.frontends.udp import DatagramChat
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]")
 PROPERTY_SETTINGS = settings(

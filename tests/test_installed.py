@@ -23,9 +23,12 @@ class InstalledCopyTests(SynchronousTestCase):
              os.path.join(site, "twisted", "plugins", "chatroom.py")),
         ]
         package = os.path.join(PROJECT_ROOT, "chatservice")
-        for name in sorted(os.listdir(package)):
-            if name.endswith(".py"):
-                pairs.append((os.path.join(package, name), os.path.join(site, "chatservice", name)))
+        for folder, _, names in os.walk(package):
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    mine = os.path.join(folder, name)
+                    relative = os.path.relpath(mine, package)
+                    pairs.append((mine, os.path.join(site, "chatservice", relative)))
         stale = [
             os.path.relpath(mine, PROJECT_ROOT)
             for mine, installed in pairs

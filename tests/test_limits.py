@@ -1,11 +1,11 @@
 """
-Tests for L{chatservice.limits}: admission by total and per source address.
+Tests for L{chatservice.core.limits}: admission by total and per source address.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.errors import ChatError
-from chatservice.limits import Admission, Refused
+from chatservice.core.errors import ChatError
+from chatservice.core.limits import Admission, Refused
 
 
 class AdmissionTests(SynchronousTestCase):

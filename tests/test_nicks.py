@@ -1,14 +1,14 @@
 """
-Tests for L{chatservice.nicks}: the nickname rules and the shared registry.
+Tests for L{chatservice.core.nicks}: the nickname rules and the shared registry.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from chatservice.errors import ChatError, InvalidNick, NickInUse
-from chatservice.interfaces import INickRegistry
-from chatservice.names import fold
-from chatservice.nicks import NICK_MAX_LENGTH, NickRegistry, casefold, validate
+from chatservice.core.errors import ChatError, InvalidNick, NickInUse
+from chatservice.core.interfaces import INickRegistry
+from chatservice.core.names import fold
+from chatservice.core.nicks import NICK_MAX_LENGTH, NickRegistry, casefold, validate
 
 
 class ValidateTests(SynchronousTestCase):

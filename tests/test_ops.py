@@ -194,7 +194,7 @@ class LogLevelTests(_TwistdHarness):
     @defer.inlineCallbacks
     def test_info_by_default(self):
         output = yield self.run_with_a_retransmission()
-        self.assertIn(b"[chatservice.room.Room#info] carol joined via udp", output)
+        self.assertIn(b"[chatservice.core.room.Room#info] carol joined via udp", output)
         self.assertNotIn(b"#debug]", output)
         self.assertNotIn(b"Retransmitting", output)
 
@@ -202,9 +202,9 @@ class LogLevelTests(_TwistdHarness):
     def test_debug_on_request(self):
         output = yield self.run_with_a_retransmission("--log-level", "debug")
         self.assertRegex(
-            output, rb"\[chatservice\.reliable\.ReliableChannel#debug\] Retransmitting 1\b"
+            output, rb"\[chatservice\.frontends\.reliable\.ReliableChannel#debug\] Retransmitting 1\b"
         )
-        self.assertIn(b"[chatservice.room.Room#info] carol joined via udp", output)
+        self.assertIn(b"[chatservice.core.room.Room#info] carol joined via udp", output)
 
     @defer.inlineCallbacks
     def test_warn_hides_info(self):

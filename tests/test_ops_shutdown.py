@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from chatservice import tap
-from chatservice.interfaces import IParticipant
+from chatservice.core.interfaces import IParticipant
 from tests import support
 
 GREETING = "* welcome to chatroom, what is your nickname?"

@@ -10,18 +10,18 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.errors import InvalidNick, NickInUse
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Limits
-from chatservice.nicks import NickRegistry
-from chatservice.render import as_line, scrub
-from chatservice.room import Room
-from chatservice.session import Session
+from chatservice.core.errors import InvalidNick, NickInUse
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.render import as_line, scrub
+from chatservice.core.room import Room
+from chatservice.core.session import Session
 from tests.fakes import FakeParticipant
 
 PROPERTY = settings(deadline=None, max_examples=200)
 
-#: The nick rules, written again independently of chatservice.nicks.
+#: The nick rules, written again independently of chatservice.core.nicks.
 VALID_NICK = re.compile(r"[A-Za-z_\[\]{}\\|^][A-Za-z0-9_\-\[\]{}\\|^]{0,31}")
 
 

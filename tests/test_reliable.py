@@ -1,5 +1,5 @@
 """
-Tests for L{chatservice.reliable}: framing, retransmission on a fake clock, ordered exactly-once
+Tests for L{chatservice.frontends.reliable}: framing, retransmission on a fake clock, ordered exactly-once
 delivery, and two channels talking through a deterministic lossy link.
 """
 
@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.reliable import (
+from chatservice.frontends.reliable import (
     HEADER_ROOM,
     MAX_SELECTIVE,
     MAX_SEQ,

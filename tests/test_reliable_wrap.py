@@ -1,5 +1,5 @@
 """
-Sequence numbers never break a session: L{chatservice.reliable} across the 32-bit wrap.
+Sequence numbers never break a session: L{chatservice.frontends.reliable} across the 32-bit wrap.
 
 Seqs use RFC 1982 serial-number arithmetic (SERIAL_BITS = 32). Before this, C{encode_data} raised
 past 2**31 and the user was dropped with two tracebacks. Every test here runs a channel that starts
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.reliable import (
+from chatservice.frontends.reliable import (
     HEADER_ROOM,
     MAX_SEQ,
     SEQ_MODULUS,

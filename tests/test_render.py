@@ -1,11 +1,11 @@
 """
-Tests for L{chatservice.render}: the lines users read, and scrubbing of control characters.
+Tests for L{chatservice.core.render}: the lines users read, and scrubbing of control characters.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.events import Emote, Joined, Left, Notice, Private, PrivateSent, Refusal, Renamed, Said
-from chatservice.render import RenderCache, as_bytes, as_line, scrub
+from chatservice.core.events import Emote, Joined, Left, Notice, Private, PrivateSent, Refusal, Renamed, Said
+from chatservice.core.render import RenderCache, as_bytes, as_line, scrub
 
 
 class AsLineTests(SynchronousTestCase):

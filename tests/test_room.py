@@ -1,5 +1,5 @@
 """
-Tests for L{chatservice.room}: membership, end-of-turn fan-out, isolation of failures, sinks and
+Tests for L{chatservice.core.room}: membership, end-of-turn fan-out, isolation of failures, sinks and
 shutdown.
 """
 
@@ -8,10 +8,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from chatservice.errors import NoSuchUser
-from chatservice.events import Emote, Joined, Left, Notice, Private, PrivateSent, Renamed, Said
-from chatservice.interfaces import IEventSink, IParticipant
-from chatservice.room import Room
+from chatservice.core.errors import NoSuchUser
+from chatservice.core.events import Emote, Joined, Left, Notice, Private, PrivateSent, Renamed, Said
+from chatservice.core.interfaces import IEventSink, IParticipant
+from chatservice.core.room import Room
 from tests.fakes import (
     DeliveryError,
     FailingDeferredSink,

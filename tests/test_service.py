@@ -21,10 +21,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from chatservice.interfaces import IParticipant
-from chatservice.limits import Admission
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
+from chatservice.core.interfaces import IParticipant
+from chatservice.core.limits import Admission
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
 from chatservice.service import ChatService
 
 

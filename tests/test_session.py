@@ -1,17 +1,17 @@
 """
-Tests for L{chatservice.session}: choosing a nick, the commands, endings, the login timer, flood
+Tests for L{chatservice.core.session}: choosing a nick, the commands, endings, the login timer, flood
 control, internal errors, and a registry that answers later.
 """
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.commands import HELP_LINES
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.session import Session
+from chatservice.core.commands import HELP_LINES
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.core.session import Session
 from tests.fakes import (
     BrokenRegistry,
     DeferredRegistry,

@@ -1,5 +1,5 @@
 """
-Tests for L{chatservice.session} against registries that fail or never answer: every registry
+Tests for L{chatservice.core.session} against registries that fail or never answer: every registry
 answer is handled, and a registry that does not answer within L{REGISTRY_TIMEOUT} ends only the
 session that waits on it, cleanly.
 """
@@ -11,11 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from chatservice.interfaces import INickRegistry
-from chatservice.limits import Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.session import REGISTRY_TIMEOUT, Session
+from chatservice.core.interfaces import INickRegistry
+from chatservice.core.limits import Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.core.session import REGISTRY_TIMEOUT, Session
 from tests.fakes import FakeParticipant, RegistryError
 
 TIMED_OUT = "the server could not check nicknames in time; please try again later"

@@ -22,13 +22,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from chatservice import __version__, tap
-from chatservice.flood import FloodPolicy
-from chatservice.interfaces import IParticipant
-from chatservice.limits import Limits
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.interfaces import IParticipant
+from chatservice.core.limits import Limits
 from chatservice.listen import DatagramAddress
 from chatservice.service import ChatService
-from chatservice.tcp import LineChatFactory
-from chatservice.udp import DatagramChat
+from chatservice.frontends.line import LineChatFactory
+from chatservice.frontends.udp import DatagramChat
 from tests.support import PROJECT_ROOT
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{chatservice.tcp}: the line protocol telnet and nc users speak.
+Tests for L{chatservice.frontends.line}: the line protocol telnet and nc users speak.
 
 Units: each connection is a L{LineChatProtocol} built by the factory on a
 L{StringTransport}; time is a L{Clock}.  The room hands out what a reactor
@@ -18,14 +18,14 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from chatservice.events import Notice
-from chatservice.flood import FloodPolicy
-from chatservice.interfaces import IParticipant
-from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.tcp import LineChatFactory, LineChatProtocol, SendQueue
-from chatservice.telnet import TelnetDecoder
+from chatservice.core.events import Notice
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.interfaces import IParticipant
+from chatservice.core.limits import Admission, Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.frontends.line import LineChatFactory, LineChatProtocol, SendQueue
+from chatservice.frontends.telnet import TelnetDecoder
 from tests import support
 
 IAC, DO, DONT, WILL, WONT, SB, SE = b"\xff", b"\xfd", b"\xfe", b"\xfb", b"\xfc", b"\xfa", b"\xf0"
@@ -228,7 +228,7 @@ class ClosingTests(_Harness):
         self.assertTrue(alice_out.disconnecting)
 
     def test_close_of_a_non_reader_is_cut_after_the_grace(self):
-        from chatservice.tcp import CLOSE_GRACE
+        from chatservice.frontends.line import CLOSE_GRACE
 
         (alice, alice_out), = self.connect_all("alice")
         aborted = []
@@ -721,7 +721,7 @@ class TelnetTests(_Harness):
         self.assertEqual(bob_out.value(), "alice: a\ufffdb\r\n".encode())
 
     def test_long_subnegotiation_bounded_and_logged(self):
-        from chatservice.telnet import MAX_SUBNEGOTIATION
+        from chatservice.frontends.telnet import MAX_SUBNEGOTIATION
 
         (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
         with capturedLogs() as events:

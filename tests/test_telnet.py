@@ -1,5 +1,5 @@
 """
-Tests for L{chatservice.telnet}: the telnet stream decoder and line erasing, alone.
+Tests for L{chatservice.frontends.telnet}: the telnet stream decoder and line erasing, alone.
 
 The decoder is pure, so each case feeds bytes (whole, or cut at every
 position) and checks the line data, the replies and the flags it returns.
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatservice.telnet import (
+from chatservice.frontends.telnet import (
     MAX_SUBNEGOTIATION,
     TIMING_MARK,
     Decoded,

@@ -8,16 +8,16 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from chatservice.errors import InvalidNick
-from chatservice.flood import FloodPolicy
-from chatservice.interfaces import IParticipant
-from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry, validate
-from chatservice.reliable import HEADER_ROOM, AckFrame, DataFrame, encode_ack, parse_frame
-from chatservice.room import Room
-from chatservice.session import REGISTRY_TIMEOUT
-from chatservice.tcp import LineChatFactory
-from chatservice.udp import MAX_DATAGRAM, DatagramChat, UdpPeer
+from chatservice.core.errors import InvalidNick
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.interfaces import IParticipant
+from chatservice.core.limits import Admission, Limits
+from chatservice.core.nicks import NickRegistry, validate
+from chatservice.frontends.reliable import HEADER_ROOM, AckFrame, DataFrame, encode_ack, parse_frame
+from chatservice.core.room import Room
+from chatservice.core.session import REGISTRY_TIMEOUT
+from chatservice.frontends.line import LineChatFactory
+from chatservice.frontends.udp import MAX_DATAGRAM, DatagramChat, UdpPeer
 from tests.fakes import DeferredRegistry
 
 ALICE = ("127.0.0.1", 40001)
@@ -758,7 +758,7 @@ class PeerLogTests(UdpTestMixin, SynchronousTestCase):
             self.say(b"BYE", BOB)
         about_peers = [
             e for e in events
-            if e.get("log_namespace", "").startswith(("chatservice.udp", "chatservice.reliable"))
+            if e.get("log_namespace", "").startswith(("chatservice.frontends.udp", "chatservice.frontends.reliable"))
         ]
         for event in about_peers:
             self.assertIn(event.get("address", event.get("peer")), (ALICE, BOB), event)

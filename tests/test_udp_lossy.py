@@ -13,12 +13,12 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import TestCase
 
-from chatservice.flood import FloodPolicy
-from chatservice.limits import Admission, Limits
-from chatservice.nicks import NickRegistry
-from chatservice.room import Room
-from chatservice.tcp import LineChatFactory
-from chatservice.udp import DatagramChat
+from chatservice.core.flood import FloodPolicy
+from chatservice.core.limits import Admission, Limits
+from chatservice.core.nicks import NickRegistry
+from chatservice.core.room import Room
+from chatservice.frontends.line import LineChatFactory
+from chatservice.frontends.udp import DatagramChat
 from tests.relay import LossyRelay
 
 MESSAGES = 500

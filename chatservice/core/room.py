@@ -13,9 +13,9 @@ from itertools import islice
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatservice.events import ROOM_EVENTS, Joined, Left, Private, PrivateSent, Renamed
-from chatservice.errors import NoSuchUser
-from chatservice.names import fold as casefold
+from chatservice.core.events import ROOM_EVENTS, Joined, Left, Private, PrivateSent, Renamed
+from chatservice.core.errors import NoSuchUser
+from chatservice.core.names import fold as casefold
 
 #: The welcome line names at most this many people; /who names everyone.
 WELCOME_NAMES = 20

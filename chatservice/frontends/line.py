@@ -5,7 +5,7 @@ A connection is one L{IParticipant}: bytes become lines for its session, and
 the room's events become CRLF-terminated UTF-8 lines.  No chat logic here.
 
 Input goes through three steps, each cheap when it has nothing to do:
- 1. telnet (L{chatservice.telnet}): commands answered or applied, CR LF and
+ 1. telnet (L{chatservice.frontends.telnet}): commands answered or applied, CR LF and
     CR NUL made LF.  Skipped for a read with neither IAC nor CR in it, which
     is every read nc sends.
  2. framing: one C{bytes.split} per read; a line longer than C{--max-line}
@@ -24,13 +24,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatservice.errors import ChatError
-from chatservice.events import Notice, Refusal
-from chatservice.interfaces import IParticipant
-from chatservice.limits import Limits
-from chatservice.render import RenderCache, as_bytes
-from chatservice.session import Session
-from chatservice.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
+from chatservice.core.errors import ChatError
+from chatservice.core.events import Notice, Refusal
+from chatservice.core.interfaces import IParticipant
+from chatservice.core.limits import Limits
+from chatservice.core.render import RenderCache, as_bytes
+from chatservice.core.session import Session
+from chatservice.frontends.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
 
 #: Seconds a closing connection may take to flush its goodbye before it is cut.
 CLOSE_GRACE = 10.0

@@ -7,8 +7,8 @@ shares this parser, so C{/msg} means the same thing everywhere.
 
 from dataclasses import dataclass
 
-from chatservice.errors import BadUsage, UnknownCommand
-from chatservice.names import fold
+from chatservice.core.errors import BadUsage, UnknownCommand
+from chatservice.core.names import fold
 
 
 @dataclass(frozen=True, slots=True)

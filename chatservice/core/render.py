@@ -7,7 +7,7 @@ user's terminal as a control sequence.
 """
 
 import re
-from chatservice.events import (
+from chatservice.core.events import (
     Emote,
     Joined,
     Left,

@@ -10,9 +10,9 @@ import re
 
 from zope.interface import implementer
 
-from chatservice.errors import InvalidNick, NickInUse
-from chatservice.interfaces import INickRegistry
-from chatservice.names import fold
+from chatservice.core.errors import InvalidNick, NickInUse
+from chatservice.core.interfaces import INickRegistry
+from chatservice.core.names import fold
 
 NICK_MAX_LENGTH = 32
 _SPECIALS = r"_\-\[\]{}\\|^"
@@ -20,7 +20,7 @@ _ALLOWED = re.compile(rf"[A-Za-z0-9{_SPECIALS}]+\Z")
 
 
 def casefold(nick: str) -> str:
-    """The uniqueness key of a nick: L{chatservice.names.fold}, ASCII only."""
+    """The uniqueness key of a nick: L{chatservice.core.names.fold}, ASCII only."""
     return fold(nick)
 
 

@@ -13,7 +13,7 @@ Wire format (docs/udp-protocol.md):
    session), then numbered lines from seq 1.  A repeated JOIN with a valid token from the joined
    address gets C{SESSION s} again and changes nothing (the first may have been lost).
  - After that every datagram from the client starts with C{s} and a space: data and ACK frames
-   of L{chatservice.reliable}, C{PING} (answered C{PONG}) and C{BYE} (ends the session as a
+   of L{chatservice.frontends.reliable}, C{PING} (answered C{PONG}) and C{BYE} (ends the session as a
    quit).  A datagram from a joined address without the right secret is ignored: no reply, and
    it is no proof of life.  So whoever can forge a joined user's source address but cannot see
    the user's traffic can neither inject lines, acknowledge the user's lines away, nor use the
@@ -35,11 +35,11 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatservice.errors import ChatError
-from chatservice.events import Notice, Refusal
-from chatservice.interfaces import IParticipant
-from chatservice.limits import Limits
-from chatservice.reliable import (
+from chatservice.core.errors import ChatError
+from chatservice.core.events import Notice, Refusal
+from chatservice.core.interfaces import IParticipant
+from chatservice.core.limits import Limits
+from chatservice.frontends.reliable import (
     AckFrame,
     ControlFrame,
     DataFrame,
@@ -47,8 +47,8 @@ from chatservice.reliable import (
     ReliableChannel,
     parse_frame,
 )
-from chatservice.render import RenderCache, as_bytes
-from chatservice.session import Session
+from chatservice.core.render import RenderCache, as_bytes
+from chatservice.core.session import Session
 
 #: The largest datagram a client may send (its secret included), and the largest the server sends.
 MAX_DATAGRAM = 1200

@@ -7,8 +7,8 @@ README says why each default is what it is.
 
 from dataclasses import dataclass
 
-from chatservice.errors import ChatError
-from chatservice.flood import FloodPolicy
+from chatservice.core.errors import ChatError
+from chatservice.core.flood import FloodPolicy
 
 
 class Refused(ChatError):

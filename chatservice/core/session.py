@@ -8,14 +8,14 @@ and the registry.  It never sees a socket, so every transport shares it.
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatservice import commands
-from chatservice.commands import Help, Me, Msg, Nick, Quit, Say, Who
-from chatservice.errors import ChatError, InvalidNick, NotAllowed
-from chatservice.events import Emote, Notice, Refusal, Said
-from chatservice.flood import FloodGuard
-from chatservice.limits import Limits
-from chatservice.nicks import validate
-from chatservice.render import scrub
+from chatservice.core import commands
+from chatservice.core.commands import Help, Me, Msg, Nick, Quit, Say, Who
+from chatservice.core.errors import ChatError, InvalidNick, NotAllowed
+from chatservice.core.events import Emote, Notice, Refusal, Said
+from chatservice.core.flood import FloodGuard
+from chatservice.core.limits import Limits
+from chatservice.core.nicks import validate
+from chatservice.core.render import scrub
 
 GREETING = "welcome to chatroom, what is your nickname?"
 ASK_AGAIN = "what is your nickname?"

@@ -24,7 +24,7 @@ class IParticipant(Interface):
         turn, and hands the very same tuple to every user who sees the same
         thing, so a transport can encode it once for all of them.
 
-        @param events: a tuple of event values from L{chatservice.events}.
+        @param events: a tuple of event values from L{chatservice.core.events}.
         """
 
     def close(reason):

@@ -1,0 +1,1 @@
+"""Back ends the hub feeds: the history store (later a Redis bridge)."""
