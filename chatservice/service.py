@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_service -*-
-"""The service that owns the room and registry and stops in the right order."""
+"""The service that owns the hub and registry and stops in the right order."""
 
 import os
 import signal
@@ -15,7 +15,8 @@ SHUTDOWN_NOTICE = "server shutting down"
 
 class ChatService(MultiService):
     """
-    The room, the registry and, as children, the listeners of every transport.
+    The hub, the registry and, as children, the listeners of every transport
+    (and the history store, which stops after everyone's leave is recorded).
 
     Stopping goes in three steps.  First the stream listeners close, so a
     connection that comes during the shutdown is refused by the kernel instead
@@ -31,7 +32,7 @@ class ChatService(MultiService):
 
     log = Logger()
 
-    def __init__(self, room, registry, admission, clock, grace: float = 2.0,
+    def __init__(self, hub, registry, admission, clock, grace: float = 2.0,
                  owns_process: bool = False, exit_if_cannot_listen: bool = False,
                  pidfile: str = "", log_observer=None) -> None:
         """
@@ -58,7 +59,7 @@ class ChatService(MultiService):
         self._log_observer = log_observer
         self._stop_signalled = False
         self._stream_listeners: list = []
-        self.room = room
+        self.hub = hub
         self.registry = registry
         self.admission = admission
         self._clock = clock
@@ -158,9 +159,9 @@ class ChatService(MultiService):
 
     def _say_goodbye(self) -> defer.Deferred:
         self.log.info(
-            "Shutting down; saying goodbye to {count} users", count=self.room.connected
+            "Shutting down; saying goodbye to {count} users", count=self.hub.connected
         )
-        d = self.room.close_all(SHUTDOWN_NOTICE)
+        d = self.hub.close_all(SHUTDOWN_NOTICE)
         d.addTimeout(self._grace, self._clock, onTimeoutCancel=self._grace_expired)
         return d
 

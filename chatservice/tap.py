@@ -16,8 +16,11 @@ from chatservice.listen import (
     datagram_address,
     stream_description,
 )
+from chatservice.backends import history as history_store
+from chatservice.core.hub import Hub
+from chatservice.core.ids import IdGenerator
+from chatservice.core.names import is_room_name
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
 from chatservice.service import ChatService
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import DatagramChat
@@ -44,8 +47,9 @@ class Options(usage.Options):
 
     synopsis = "[--tcp PORT|ENDPOINT] [--udp PORT|udp:PORT[:interface=ADDR]] [limits]"
     longdesc = (
-        "One chat room for telnet, nc, nc -u and chatroom-client, with one set of "
-        "nicknames across every transport. Each limit is per user unless it says "
+        "Chat rooms for telnet, nc, nc -u and chatroom-client, with one set of "
+        "nicknames across every transport and a history kept in SQLite. Each limit "
+        "is per user unless it says "
         "otherwise; 0 turns off --flood-rate, --max-per-ip, --max-clients and "
         "--login-timeout."
     )
@@ -82,6 +86,20 @@ class Options(usage.Options):
          "Seconds of silence after which a UDP user expires.", _non_negative_float],
         ["shutdown-grace", None, _DEFAULTS.shutdown_grace,
          "Seconds to wait on stop for goodbyes to reach every user.", _non_negative_float],
+        ["default-room", None, "#lobby",
+         "The room every line-protocol user lands in on joining; it always exists."],
+        ["max-rooms", None, _DEFAULTS.max_rooms,
+         "Rooms the service holds at once, the default room included.", _non_negative_int],
+        ["max-rooms-per-user", None, _DEFAULTS.max_rooms_per_user,
+         "Rooms one user may be in at once.", _non_negative_int],
+        ["history", None, "chatroom.sqlite3",
+         "The SQLite file that keeps room history across restarts (created if "
+         "missing), or 'none' to keep no history."],
+        ["replay", None, 20,
+         "Lines of a room's history shown on joining it (0: none).", _non_negative_int],
+        ["history-days", None, 30,
+         "Days of history kept; older lines are pruned hourly (0: keep everything).",
+         _non_negative_int],
         ["log-level", None, logs.DEFAULT_LEVEL,
          "Least severe events twistd logs: " + ", ".join(logs.LEVELS) + " (debug adds "
          "wire detail such as UDP retransmissions).", logs.log_level],
@@ -124,6 +142,18 @@ class Options(usage.Options):
             raise usage.UsageError("--udp-timeout must be more than 0")
         if self["flood-rate"] > 0 and self["flood-burst"] < 1:
             raise usage.UsageError("--flood-burst must be at least 1 with flood control on")
+        if not is_room_name(self["default-room"]):
+            raise usage.UsageError(
+                f"--default-room {self['default-room']}: a room name is # and 1 to 50 "
+                "letters, digits or -_."
+            )
+        for name in ("max-rooms", "max-rooms-per-user"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
+        if self["history"] == "":
+            raise usage.UsageError("--history needs a file name, or 'none'")
+        if self["history"] == "none":
+            self["history"] = None
         self["limits"] = Limits(
             max_line=self["max-line"],
             max_backlog=self["max-backlog"],
@@ -135,6 +165,8 @@ class Options(usage.Options):
             login_timeout=self["login-timeout"],
             udp_timeout=self["udp-timeout"],
             shutdown_grace=self["shutdown-grace"],
+            max_rooms=self["max-rooms"],
+            max_rooms_per_user=self["max-rooms-per-user"],
         )
 
 
@@ -161,19 +193,36 @@ def makeService(options, reactor=None) -> ChatService:
         # twistd sets "nodaemon" from -n (and --debug) before it builds the service.
         daemon = not options.parent["nodaemon"]
         pidfile = options.parent["pidfile"] or ""
+    ids = IdGenerator(reactor)
+    store = None
+    if options["history"] is not None:
+        try:
+            ids.advance_past(history_store.prepare(options["history"]))
+        except history_store.HistoryFileError as error:
+            if not owns_process:
+                raise
+            # twistd has not started logging yet: this line is all the operator gets.
+            sys.stderr.write(f"chatroom: {error}\n")
+            raise SystemExit(1) from None
+        store = history_store.SQLiteHistory(
+            options["history"], reactor, retention_days=options["history-days"]
+        )
     registry = NickRegistry()
-    room = Room(clock=reactor)
+    hub = Hub(reactor, limits, options["default-room"], history=store,
+              replay=options["replay"], ids=ids)
     admission = Admission(limits.max_clients, limits.max_per_ip)
     service = ChatService(
-        room, registry, admission, reactor, grace=limits.shutdown_grace,
+        hub, registry, admission, reactor, grace=limits.shutdown_grace,
         owns_process=owns_process, exit_if_cannot_listen=owns_process and not daemon,
         pidfile=pidfile, log_observer=log_observer,
     )
+    if store is not None:
+        history_store.HistoryService(store, reactor).setServiceParent(service)
     if options["tcp"] is not None:
-        factory = LineChatFactory(room, registry, reactor, admission, limits)
+        factory = LineChatFactory(hub, registry, reactor, admission, limits)
         service.add_stream_listener(StreamListener(reactor, options["tcp"], factory))
     if options["udp"] is not None:
-        protocol = DatagramChat(room, registry, reactor, admission, limits)
+        protocol = DatagramChat(hub, registry, reactor, admission, limits)
         service.add_datagram_listener(
             DatagramListener(
                 reactor, options["udp"], protocol, max_packet_size=protocol.max_datagram_read

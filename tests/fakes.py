@@ -29,9 +29,11 @@ class RegistryError(Exception):
 @implementer(IParticipant)
 class FakeParticipant:
     """
-    Records every C{deliver()} call (the tuple itself, so tests can compare identity) and every
-    C{close()} reason; C{close} answers with an already-fired Deferred.
+    Records every C{deliver()} call (the batch itself, so tests can compare the shared runs in
+    its C{parts}) and every C{close()} reason; C{close} answers with an already-fired Deferred.
     """
+
+    room = None
 
     def __init__(self, nick: str | None = None, via: str = "tcp") -> None:
         self.nick = nick
@@ -42,8 +44,8 @@ class FakeParticipant:
         self.paused = False  # like UDP, it cannot stop its sender: this only records
         self.pauses = 0
 
-    def deliver(self, events):
-        self.deliveries.append(events)
+    def deliver(self, batch):
+        self.deliveries.append(batch)
 
     def close(self, reason):
         self.closed.append(reason)
@@ -62,8 +64,9 @@ class FakeParticipant:
         return [event for events in self.deliveries for event in events]
 
     def lines(self) -> list[str]:
-        """Every event delivered so far, rendered as the line a TCP user reads."""
-        return [as_line(event) for event in self.events]
+        """Every event delivered so far, rendered as the lines a TCP user reads."""
+        return [line for event in self.events
+                for line in as_line(event, self.room).split("\n")]
 
     def clear(self) -> None:
         """Forget what was delivered so far."""

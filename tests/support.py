@@ -339,8 +339,25 @@ def spawn(reactor, argv: list[str], path: str | None = None, env: dict | None = 
     )
     environment.update(env or {})
     watcher = ProcessWatcher(reactor)
-    reactor.spawnProcess(watcher, argv[0], argv, env=environment, path=path or PROJECT_ROOT)
+    # Not the project folder: a twistd started here would create its history file there.
+    reactor.spawnProcess(watcher, argv[0], argv, env=environment, path=path or scratch_folder())
     return watcher
+
+
+_SCRATCH: list[str] = []
+
+
+def scratch_folder() -> str:
+    """A folder for this test run's stray files (a default history file), removed at exit."""
+    if not _SCRATCH:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="chatroom-tests-")
+        atexit.register(shutil.rmtree, folder, True)
+        _SCRATCH.append(folder)
+    return _SCRATCH[0]
 
 
 def client_argv(*args: str) -> list[str]:
@@ -376,6 +393,8 @@ def start_chat_server(reactor, *extra_options: str):
     from chatservice import tap
 
     options = tap.Options()
+    if "--history" not in extra_options:
+        extra_options = (*extra_options, "--history", "none")
     options.parseOptions(
         ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", *extra_options]
     )

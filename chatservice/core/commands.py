@@ -49,7 +49,9 @@ class Quit:
 
 @dataclass(frozen=True, slots=True)
 class Who:
-    """C{/who}: list everyone online."""
+    """C{/who [#room]}: list who is in a room (None: the current one)."""
+
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +59,71 @@ class Help:
     """C{/help}: list the commands."""
 
 
-Command = Say | Me | Msg | Nick | Quit | Who | Help
+@dataclass(frozen=True, slots=True)
+class Join:
+    """C{/join #room}: join a room (creating it) and make it current."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """C{/part [#room] [reason]}: leave a room (None: the current one)."""
+
+    room: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms:
+    """C{/rooms}: list every room with its member count and topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """C{/topic [#room] [text]}: show the topic (C{text} None) or set it."""
+
+    room: str | None
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """C{/history [#room] [N]}: show a room's last N lines."""
+
+    room: str | None
+    count: int | None
+
+
+Command = Say | Me | Msg | Nick | Quit | Who | Help | Join | Part | Rooms | Topic | History
+
+#: The most lines /history shows at once, and how many it shows when not told.
+HISTORY_MAX = 200
+HISTORY_DEFAULT = 20
 
 HELP_LINES = (
     "commands:",
-    "  /who               list everyone online and how they are connected",
-    "  /msg NICK text     send text to NICK only",
+    "  /join #room        join a room (created if new); your lines go there",
+    "  /part [#room] [reason]  leave a room (the current one if none named)",
+    "  /rooms             list every room, its members and its topic",
+    "  /who [#room]       list who is in a room and how they are connected",
+    "  /topic [#room] [text]  show or set a room's topic",
+    f"  /history [#room] [N]  show a room's last N lines (at most {HISTORY_MAX})",
+    "  /msg NICK text     send text to NICK only, wherever they are",
     "  /me text           show an action: * you text",
     "  /nick NAME         change your nickname",
     "  /quit [reason]     leave",
     "  /help              this list",
     "  //text             send a line that starts with /",
 )
+
+
+def _room_first(rest: str) -> tuple[str | None, str]:
+    """Split an optional leading C{#room} from the rest of the arguments."""
+    if rest.startswith("#"):
+        room, _, tail = rest.partition(" ")
+        return room, tail.strip()
+    return None, rest
 
 
 def _needs_argument(rest: str, usage: str) -> str:
@@ -107,9 +162,32 @@ def parse(line: str) -> Command | None:
     if verb == "quit":
         return Quit(rest)
     if verb == "who":
-        if rest:
-            raise BadUsage("usage: /who")
-        return Who()
+        room, tail = _room_first(rest)
+        if tail:
+            raise BadUsage("usage: /who [#room]")
+        return Who(room)
     if verb == "help":
         return Help()
+    if verb == "join":
+        room, _, tail = rest.partition(" ")
+        if not room or tail.strip():
+            raise BadUsage("usage: /join #room")
+        return Join(room)
+    if verb == "part":
+        room, reason = _room_first(rest)
+        return Part(room, reason)
+    if verb == "rooms":
+        if rest:
+            raise BadUsage("usage: /rooms")
+        return Rooms()
+    if verb == "topic":
+        room, text = _room_first(rest)
+        return Topic(room, text or None)
+    if verb == "history":
+        room, tail = _room_first(rest)
+        if not tail:
+            return History(room, None)
+        if not (tail.isascii() and tail.isdigit()) or not 1 <= int(tail) <= HISTORY_MAX:
+            raise BadUsage(f"usage: /history [#room] [N], N from 1 to {HISTORY_MAX}")
+        return History(room, int(tail))
     raise UnknownCommand(f"unknown command: /{typed} (try /help)")

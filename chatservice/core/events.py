@@ -1,59 +1,111 @@
 # -*- test-case-name: tests.test_render -*-
-"""What happens in the room, as values.
+"""What happens, and what the service answers, as values.
 
-The room emits these; each transport renders them its own way, and history,
-a bridge or metrics consume the room-wide ones.  Per-user replies (notices,
-refusals, private messages) are events too, so one path carries everything a
-user sees, in order.
+The hub emits these; each front-end renders them its own way (text lines,
+IRC numerics, JSON), and history, a bridge or metrics consume the room
+events.  Everything a user sees travels on one path, in order: room events,
+private messages, and the replies to that user alone (welcome, listings,
+refusals), which are values too so that no front-end has to parse text.
+
+Room events and private messages carry a message id (unique and increasing
+across the service, see L{chatservice.core.ids}) and a server timestamp in
+seconds since the epoch.
 """
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    """C{nick} entered the room through transport C{via}."""
-
-    nick: str
-    via: str
+# -- room events: shown to a room's members, stored in its history ------------
 
 
 @dataclass(frozen=True, slots=True)
 class Said:
-    """C{nick} said C{text} to the room."""
+    """C{nick} said C{text} in C{room}."""
 
+    id: int
+    time: float
+    room: str
     nick: str
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class Emote:
-    """C{nick} did C{text} (C{/me}), shown as C{* nick text}."""
+    """C{nick} did C{text} in C{room} (C{/me}), shown as C{* nick text}."""
 
+    id: int
+    time: float
+    room: str
     nick: str
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class Renamed:
-    """C{old} is now known as C{new}."""
+class Joined:
+    """C{nick} entered C{room} through transport C{via}."""
 
+    id: int
+    time: float
+    room: str
+    nick: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class Parted:
+    """C{nick} left C{room} (C{/part}); C{reason} may be empty."""
+
+    id: int
+    time: float
+    room: str
+    nick: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged:
+    """C{nick} set the topic of C{room} to C{text} (empty: cleared)."""
+
+    id: int
+    time: float
+    room: str
+    nick: str
+    text: str
+
+
+# -- user events: concern every room the user is in, shown once per user ------
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """C{old} is now known as C{new}; C{rooms} are the rooms they were in."""
+
+    id: int
+    time: float
+    rooms: tuple
     old: str
     new: str
 
 
 @dataclass(frozen=True, slots=True)
 class Left:
-    """C{nick} left the room; C{reason} says why."""
+    """C{nick} left the service (quit, lost, dropped); C{rooms} are the rooms they were in."""
 
+    id: int
+    time: float
+    rooms: tuple
     nick: str
     reason: str
+
+
+# -- private messages: user to user, never stored -----------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Private:
     """C{sender} told C{recipient} C{text}; only the recipient sees it."""
 
+    id: int
+    time: float
     sender: str
     recipient: str
     text: str
@@ -61,25 +113,136 @@ class Private:
 
 @dataclass(frozen=True, slots=True)
 class PrivateSent:
-    """The sender's own copy of a private message, so it knows where it went."""
+    """The sender's own copy of a private message (same id), so it knows where it went."""
 
+    id: int
+    time: float
     recipient: str
     text: str
 
 
+# -- replies to one user ------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A server notice to one user (welcome, /who, /help, goodbye)."""
+    """A plain server notice to one user (the greeting, a goodbye, a hint)."""
 
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A refusal or error for one user, shown as a C{! } line."""
+    """
+    A request refused, or an error, for one user.
 
+    @ivar kind: what went wrong, from L{chatservice.core.errors} (C{"nick-in-use"},
+        C{"no-such-room"}...), so a front-end can map it to its own code.
+    """
+
+    kind: str
     text: str
 
 
-ROOM_EVENTS = (Joined, Said, Emote, Renamed, Left)
-"""The event types that concern the whole room, and so go to sinks."""
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """You are in, as C{nick}, in C{room}, with C{members} (the first few of C{count})."""
+
+    nick: str
+    room: str
+    count: int
+    members: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class RoomJoined:
+    """You joined C{room}: its topic and its members (the first few of C{count})."""
+
+    room: str
+    topic: str
+    count: int
+    members: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class RoomParted:
+    """You left C{room}; C{current} is the room your lines now go to (or None)."""
+
+    room: str
+    current: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentRoom:
+    """Your plain lines now go to C{room} (C{/join} of a room you were already in)."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class WhoList:
+    """Who is in C{room}: C{members} is a tuple of (nick, via), in joining order."""
+
+    room: str
+    members: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList:
+    """Every room: C{rooms} is a tuple of (room, member count, topic), by name."""
+
+    rooms: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class TopicIs:
+    """The topic of C{room} (C{text} empty: none), set by C{nick} at C{time}."""
+
+    room: str
+    text: str
+    nick: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class HelpText:
+    """The command list: C{lines} of plain text."""
+
+    lines: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStart:
+    """A block of stored lines of C{room} follows (C{count} of them)."""
+
+    room: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """One stored room event, shown with its original time inside a history block
+    (C{now} is when it is shown, so a line from another day can show its date)."""
+
+    event: object
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEnd:
+    """The history block of C{room} is over."""
+
+    room: str
+
+
+ROOM_EVENTS = (Said, Emote, Joined, Parted, TopicChanged)
+"""Events of one room, shown to its members."""
+
+USER_EVENTS = (Renamed, Left)
+"""Events of one user, shown once to everyone who shares a room with them."""
+
+STORED_EVENTS = ROOM_EVENTS + USER_EVENTS
+"""What the history keeps, and what sinks receive (private messages never)."""
+
+PUBLIC_LINES = (Said, Emote)
+"""What the join replay counts: lines people wrote."""

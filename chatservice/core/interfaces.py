@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_room -*-
-"""The contracts between the room and whatever carries a user's bytes.
+"""The contracts between the hub and whatever carries a user's bytes or keeps its events.
 
-The room sees only L{IParticipant}, so TCP, UDP and later IRC and WebSocket
-users are alike to it; history, a Redis bridge or metrics are L{IEventSink}s.
+The hub sees only L{IParticipant}, so TCP, UDP and later IRC and WebSocket
+users are alike to it; history, a Redis bridge or metrics are L{IEventSink}s;
+the history is also an L{IHistoryStore} the hub asks for replays.
 """
 
 from zope.interface import Attribute, Interface
@@ -14,22 +15,31 @@ class IParticipant(Interface):
     nick = Attribute("Current nickname (display form), or None before joining.")
     via = Attribute("Short transport name shown by /who: 'tcp', 'udp', 'irc', 'ws'.")
     peer = Attribute("Where the user connects from, for logs: 'host:port'.")
+    room = Attribute(
+        "The room plain lines go to on the line protocols (display name), or None; "
+        "set by the session. Line front-ends mark events from other rooms."
+    )
 
-    def deliver(events):
+    def deliver(batch):
         """
-        Show room events, in order, to this user.
+        Show events, in order, to this user.
 
-        Never blocks; buffers within the user's bound.  The room calls this
+        Never blocks; buffers within the user's bound.  The hub calls this
         once per reactor turn with everything the user should see from that
-        turn, and hands the very same tuple to every user who sees the same
-        thing, so a transport can encode it once for all of them.
+        turn.  A L{chatservice.core.batch.Batch} iterates over the events; its
+        C{parts} are slices of runs shared with other users, so a front-end
+        encodes each run once for all of them and cuts slices for each user.
 
-        @param events: a tuple of event values from L{chatservice.core.events}.
+        @param batch: a L{chatservice.core.batch.Batch}.
         """
 
     def close(reason):
         """
-        Tell the user C{reason}, flush, hang up.
+        Tell the user C{reason}, flush, hang up: nothing more.
+
+        Only the session calls this, once, when it has ended; the front-end
+        never ends the session from here (when its connection goes, it tells
+        the session with C{connection_lost}).
 
         @return: a Deferred firing once the user is gone; it never fails.
         """
@@ -55,13 +65,34 @@ class IParticipant(Interface):
 
 
 class IEventSink(Interface):
-    """Something that consumes every room-wide event: history, bridge, metrics."""
+    """Something that consumes every stored event: history, bridge, metrics."""
 
     def record(event):
         """
-        Take one room-wide event.
+        Take one event of L{chatservice.core.events.STORED_EVENTS}, after the
+        members have been handed it (at the end of the turn), in id order.
 
-        May return a Deferred; the room logs its failure and goes on.
+        Never blocks.  May return a Deferred; the hub logs its failure and goes on.
+        """
+
+
+class IHistoryStore(IEventSink):
+    """Where room history is kept, and asked for (the SQLite store; later PostgreSQL)."""
+
+    def recent(room, limit, before):
+        """
+        The last C{limit} public lines (L{chatservice.core.events.PUBLIC_LINES})
+        of C{room} (its folded name) with an id below C{before}, oldest first,
+        including what was recorded but not yet written.
+
+        @return: a Deferred firing with a list of events.
+        """
+
+    def newest_id():
+        """
+        The highest id stored, so ids issued after a restart stay above it.
+
+        @return: a Deferred firing with an int (0 when empty).
         """
 
 

@@ -14,6 +14,8 @@ from chatservice.core.flood import FloodPolicy
 class Refused(ChatError):
     """A connection or join the server will not take (full, too many per address)."""
 
+    kind = "server-full"
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -27,6 +29,8 @@ class Limits:
     login_timeout: float = 60.0  # seconds to choose a nick
     udp_timeout: float = 60.0  # seconds of silence before a UDP user expires
     shutdown_grace: float = 2.0  # seconds to say goodbye before closing anyway
+    max_rooms: int = 1000  # rooms the service holds at once, the default room included
+    max_rooms_per_user: int = 20  # rooms one user may be in at once
 
 
 class Admission:

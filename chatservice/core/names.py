@@ -15,3 +15,20 @@ _ASCII_UPPER_TO_LOWER = str.maketrans(
 def fold(name: str) -> str:
     """The comparison key of C{name}: A-Z folded to a-z, every other character kept."""
     return name.translate(_ASCII_UPPER_TO_LOWER)
+
+
+ROOM_NAME_MAX = 50
+"""Characters after the C{#} in a room name."""
+
+_ROOM_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+)
+
+
+def is_room_name(name: str) -> bool:
+    """Whether C{name} is C{#} and 1 to L{ROOM_NAME_MAX} ASCII letters, digits or C{-_.}."""
+    return (
+        2 <= len(name) <= ROOM_NAME_MAX + 1
+        and name[0] == "#"
+        and all(character in _ROOM_CHARACTERS for character in name[1:])
+    )

@@ -1,17 +1,32 @@
 # -*- test-case-name: tests.test_session -*-
 """One user's state machine: awaiting a nick, joined, gone.
 
-Transports hand it decoded lines; it applies the chat rules through the room
-and the registry.  It never sees a socket, so every transport shares it.
+Transports hand it decoded lines; it applies the chat rules through the hub
+and the registry.  It never sees a socket, so every transport shares it.  It
+alone ends a session: the front-end only tells it that the connection went
+(L{Session.connection_lost}) and hangs up when told (C{close}).
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatservice.core import commands
-from chatservice.core.commands import Help, Me, Msg, Nick, Quit, Say, Who
-from chatservice.core.errors import ChatError, InvalidNick, NotAllowed
-from chatservice.core.events import Emote, Notice, Refusal, Said
+from chatservice.core.commands import (
+    Help, History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic, Who,
+)
+from chatservice.core.errors import ChatError, InvalidNick, NotAllowed, NotInRoom
+from chatservice.core.events import (
+    CurrentRoom,
+    HelpText,
+    Notice,
+    Refusal,
+    RoomJoined,
+    RoomList,
+    RoomParted,
+    TopicIs,
+    Welcome,
+    WhoList,
+)
 from chatservice.core.flood import FloodGuard
 from chatservice.core.limits import Limits
 from chatservice.core.nicks import validate
@@ -25,6 +40,8 @@ REGISTRY_TIMEOUT = 10.0
 SLOWED_NOTICE_INTERVAL = 10.0
 #: Lines refused because the held queue is full are reported at most once per second.
 REFUSED_NOTICE_INTERVAL = 1.0
+#: The welcome and a join's reply name at most this many members; /who names everyone.
+NAMES_SHOWN = 20
 
 _AWAITING, _JOINED, _GONE = "awaiting nick", "joined", "gone"
 
@@ -41,16 +58,18 @@ class Session:
     pause, so at most C{limits.flood.queue} lines are held and more are refused.
 
     @param participant: the L{IParticipant} this session speaks for; the
-        session sets its C{nick}.
+        session sets its C{nick} and C{room} (where plain lines go).
+    @param hub: the L{chatservice.core.hub.Hub}.
     @param registry: an L{INickRegistry}; its answers may be Deferreds.
     @param clock: an C{IReactorTime} for flood accounting and the timers.
     """
 
     log = Logger()
 
-    def __init__(self, participant, room, registry, clock, limits: Limits = Limits()):
+    def __init__(self, participant, hub, registry, clock, limits: Limits = Limits()):
         self._participant = participant
-        self._room = room
+        self._hub = hub
+        self._current = None  # the Room plain lines go to
         self._registry = registry
         self._clock = clock
         self._limits = limits
@@ -88,7 +107,7 @@ class Session:
 
         @param nick: a nick the transport already has (UDP's JOIN carries one).
         """
-        self._room.enter(self._participant)
+        self._hub.enter(self._participant, self)
         if self._limits.login_timeout > 0:
             self._login_timer = self._clock.callLater(
                 self._limits.login_timeout, self._login_expired
@@ -195,7 +214,7 @@ class Session:
             elif command is not None:
                 self._apply(command)
         except ChatError as refusal:
-            self._refuse(str(refusal))
+            self._refuse(str(refusal), refusal.kind)
         except Exception:
             self.log.failure(
                 "Handling a line from {nick} ({peer}) failed",
@@ -218,22 +237,74 @@ class Session:
             raise NotAllowed("choose a nickname first")
 
     def _apply(self, command) -> None:
-        nick = self._participant.nick
-        if isinstance(command, Say):
-            self._room.publish(Said(nick, command.text), exclude=self._participant)
-        elif isinstance(command, Me):
-            self._room.publish(Emote(nick, command.text), exclude=self._participant)
-        elif isinstance(command, Msg):
-            self._room.private(self._participant, command.nick, command.text)
-        elif isinstance(command, Nick):
+        hub, me = self._hub, self._participant
+        kind = type(command)
+        if kind is Say:
+            hub.say(me, self._current_room(), command.text)
+        elif kind is Me:
+            hub.emote(me, self._current_room(), command.text)
+        elif kind is Msg:
+            hub.private(me, command.nick, command.text)
+        elif kind is Join:
+            self._join(command.room)
+        elif kind is Part:
+            room = self._named_or_current(command.room)
+            hub.part(me, room, command.reason)
+            if room is self._current:
+                remaining = hub.rooms_of(me)
+                self._set_current(remaining[-1] if remaining else None)
+            self._tell(RoomParted(room.name, self._participant.room))
+        elif kind is Rooms:
+            self._tell(RoomList(hub.rooms()))
+        elif kind is Who:
+            room = self._named_or_current(command.room, members_only=False)
+            self._tell(WhoList(room.name, hub.who(room)))
+        elif kind is Topic:
+            room = self._named_or_current(command.room, members_only=command.text is not None)
+            if command.text is None:
+                self._tell(TopicIs(room.name, room.topic, room.topic_by, room.topic_time))
+            else:
+                hub.set_topic(me, room, command.text)
+        elif kind is History:
+            room = self._named_or_current(command.room)
+            hub.history(me, room, command.count or commands.HISTORY_DEFAULT)
+        elif kind is Nick:
             self._rename(command.nick)
-        elif isinstance(command, Who):
-            listing = ", ".join(f"{nick} ({via})" for nick, via in self._room.who())
-            self._tell(Notice(f"{len(self._room)} online: {listing}"))
-        elif isinstance(command, Help):
+        elif kind is Help:
             self._help()
-        elif isinstance(command, Quit):
+        elif kind is Quit:
             self.end(command.reason or "quit", goodbye="goodbye")
+
+    # -- rooms -----------------------------------------------------------
+
+    def _current_room(self):
+        if self._current is None:
+            raise NotInRoom("you are in no room: /join #room first")
+        return self._current
+
+    def _named_or_current(self, name, members_only: bool = True):
+        """The room C{name} names, or the current one; one the user is in, if C{members_only}."""
+        if name is None:
+            return self._current_room()
+        room = self._hub.room(name)
+        if members_only and self._participant not in room.members:
+            raise NotInRoom(f"you are not in {room.name}")
+        return room
+
+    def _set_current(self, room) -> None:
+        self._current = room
+        self._participant.room = None if room is None else room.name
+
+    def _join(self, name: str) -> None:
+        me = self._participant
+        before = self._hub.rooms_of(me)
+        room = self._hub.join(me, name)
+        self._set_current(room)
+        if room in before:
+            self._tell(CurrentRoom(room.name))
+            return
+        members = tuple(member.nick for member in list(room.members)[:NAMES_SHOWN])
+        self._tell(RoomJoined(room.name, room.topic, len(room), members))
 
     # -- the registry, which may answer later ---------------------------
 
@@ -258,7 +329,7 @@ class Session:
     def _registry_failed(self, failure, undo) -> None:
         if failure.check(ChatError):
             if self._state != _GONE:
-                self._refuse(failure.getErrorMessage())
+                self._refuse(failure.getErrorMessage(), failure.value.kind)
             return
         if failure.check(defer.TimeoutError):
             self.log.warn(
@@ -290,7 +361,7 @@ class Session:
         d.addErrback(lambda f: self.log.failure("Releasing {nick} failed", f, nick=nick))
 
     def _choose_nick(self, nick: str) -> None:
-        if self._room.closing:
+        if self._hub.closing:
             raise NotAllowed("server shutting down")
         validate(nick)  # a nick that breaks the rules needs no registry round trip
         self._ask_registry(
@@ -306,8 +377,12 @@ class Session:
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
-        self._room.join(self._participant)
-        self._tell(Notice(self._room.welcome_text(self._participant)))
+        hub = self._hub
+        hub.arrive(self._participant)
+        room = hub.join(self._participant, hub.default_room.name)
+        self._set_current(room)
+        members = tuple(member.nick for member in list(room.members)[:NAMES_SHOWN])
+        self._tell(Welcome(nick, room.name, len(room), members))
         self._tell(Notice("type /help for commands"))
 
     def _rename(self, new: str) -> None:
@@ -328,21 +403,20 @@ class Session:
             self._release(new)
             return
         self._participant.nick = new
-        self._room.rename(self._participant, old, new)
+        self._hub.rename(self._participant, old, new)
 
     # -- replies and endings --------------------------------------------
 
     def _tell(self, event) -> None:
-        self._room.tell(self._participant, event)
+        self._hub.tell(self._participant, event)
 
-    def _refuse(self, text: str) -> None:
-        self._tell(Refusal(text))
+    def _refuse(self, text: str, kind: str = ChatError.kind) -> None:
+        self._tell(Refusal(kind, text))
         if self._state == _AWAITING:
             self._tell(Notice(ASK_AGAIN))
 
     def _help(self) -> None:
-        for line in commands.HELP_LINES:
-            self._tell(Notice(line))
+        self._tell(HelpText(commands.HELP_LINES))
 
     def _login_expired(self) -> None:
         self._login_timer = None
@@ -353,16 +427,21 @@ class Session:
             "login timeout", goodbye=f"no nickname chosen within {timeout:g} seconds"
         )
 
-    def end(self, reason: str, goodbye: str | None = None) -> None:
+    def end(self, reason: str, goodbye: str | None = None) -> defer.Deferred:
         """
-        End the session: leave the room, free the nick, optionally say goodbye.
+        End the session: leave every room, free the nick, say goodbye.
+
+        The one place a session ends, whoever asks (the user, the flood
+        guard, shutdown, a front-end whose connection went): the front-end
+        is then only told to hang up.
 
         @param reason: what the others see in C{* NAME left (reason)}.
         @param goodbye: if given, the participant is closed with this notice;
-            if None, the transport is already gone.
+            if None, the transport is already gone (or hangs up by itself).
+        @return: a Deferred firing once the participant is gone; never fails.
         """
         if self._state == _GONE:
-            return
+            return defer.succeed(None)
         was_joined = self._state == _JOINED
         self._state = _GONE
         self._held.clear()
@@ -373,13 +452,14 @@ class Session:
             self._login_timer.cancel()
         self._login_timer = None
         nick = self._participant.nick
-        self._room.leave(self._participant, reason)
-        self._room.exit(self._participant)
+        self._hub.depart(self._participant, reason)
         if was_joined:
             self._release(nick)
-        if goodbye is not None:
-            d = defer.maybeDeferred(self._participant.close, goodbye)
-            d.addErrback(lambda f: self.log.failure("Closing {nick} failed", f, nick=nick))
+        if goodbye is None:
+            return defer.succeed(None)
+        d = defer.maybeDeferred(self._participant.close, goodbye)
+        d.addErrback(lambda f: self.log.failure("Closing {nick} failed", f, nick=nick))
+        return d
 
     def connection_lost(self) -> None:
         """The transport is gone without a C{/quit}."""

@@ -113,6 +113,7 @@ class LineChatProtocol(Protocol):
 
     via = "tcp"
     nick = None
+    room = None
     log = Logger()
 
     def __init__(self, factory: "LineChatFactory", host: str, peer: str | None = None) -> None:
@@ -322,19 +323,22 @@ class LineChatProtocol(Protocol):
 
     # -- output -------------------------------------------------------------
 
-    def deliver(self, events) -> None:
-        """Write the events as lines; the same batch is encoded once for everyone."""
+    def deliver(self, batch) -> None:
+        """Write the events as lines; shared runs are encoded once for everyone."""
         if not self._gone and not self.transport.disconnecting:
-            self._queue.write(self.factory.encode(events))
+            self._queue.write(self.factory.render.encode(batch, self.room))
 
     def _refuse(self, text: str) -> None:
-        self.factory.room.tell(self, Refusal(text))
+        self.factory.hub.tell(self, Refusal("too-long", text))
 
     def close(self, reason: str) -> defer.Deferred:
-        """Say C{reason}, flush, hang up; fires once the connection is gone."""
+        """
+        Say C{reason}, flush, hang up; fires once the connection is gone.
+
+        The session has ended already (it is the one that calls this).
+        """
         if self._gone:
             return defer.succeed(None)
-        self._session.end(reason)  # nothing more from this user once we say goodbye
         d = defer.Deferred()
         self._closed.append(d)
         if not self.transport.disconnecting:
@@ -384,7 +388,7 @@ class _Refuse(Protocol):
         self._reason = reason
 
     def connectionMade(self) -> None:
-        self.transport.write(as_bytes(Refusal(self._reason)))
+        self.transport.write(as_bytes(Refusal("server-full", self._reason)))
         self.transport.loseConnection()
 
 
@@ -394,15 +398,14 @@ class LineChatFactory(Factory):
     log = Logger()
     noisy = False  # the listener logs where it listens; "Starting factory" adds nothing
 
-    def __init__(self, room, registry, clock, admission, limits: Limits = Limits()):
-        self.room = room
+    def __init__(self, hub, registry, clock, admission, limits: Limits = Limits()):
+        self.hub = hub
         self.registry = registry
         self.clock = clock
         self.admission = admission
         self.limits = limits
-        self._render = RenderCache()
-        self._encoded_for = None
-        self._encoded = b""
+        #: Shared by every connection: an event is rendered once per way of seeing it.
+        self.render = RenderCache()
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
@@ -415,12 +418,4 @@ class LineChatFactory(Factory):
 
     def make_session(self, participant: LineChatProtocol) -> Session:
         """The chat rules for one new connection (tests give a fake here)."""
-        return Session(participant, self.room, self.registry, self.clock, self.limits)
-
-    def encode(self, events) -> bytes:
-        """Encode a batch of events; the room hands many users the same batch."""
-        if events is not self._encoded_for:
-            render = self._render
-            self._encoded = b"".join([render(event) for event in events])
-            self._encoded_for = events
-        return self._encoded
+        return Session(participant, self.hub, self.registry, self.clock, self.limits)

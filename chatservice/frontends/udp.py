@@ -79,6 +79,7 @@ class UdpPeer:
 
     via = "udp"
     nick = None
+    room = None
     log = Logger()
 
     def __init__(self, chat: "DatagramChat", address) -> None:
@@ -98,7 +99,7 @@ class UdpPeer:
             max_line=MAX_DATAGRAM,
             peer=address,
         )
-        self.session = Session(self, chat.room, chat.registry, chat.clock, chat.limits)
+        self.session = Session(self, chat.hub, chat.registry, chat.clock, chat.limits)
         self._announced = False
         self._closing = False
         self._gone = False
@@ -161,7 +162,9 @@ class UdpPeer:
 
     def _line_received(self, line: bytes) -> None:
         if line is TOO_LONG:  # identity: a client typing these bytes is just text
-            self._chat.room.tell(self, Refusal(f"message too long (max {MAX_DATAGRAM} bytes)"))
+            self._chat.hub.tell(
+                self, Refusal("too-long", f"message too long (max {MAX_DATAGRAM} bytes)")
+            )
             return
         self.session.handle(line.decode("utf-8", errors="replace"))
 
@@ -175,17 +178,23 @@ class UdpPeer:
     def resume_input(self) -> None:
         """Nothing to do: see L{pause_input}; the session hands its held lines over itself."""
 
-    def deliver(self, events) -> None:
-        """Number and send each event as its own line (pieces if long), after C{SESSION}."""
+    def deliver(self, batch) -> None:
+        """Number and send each line as its own frame (pieces if long), after C{SESSION}."""
         if self._closing or self._gone:
             return  # the goodbye is the last line
         if not self._announced:
             if not self.session.joined:
-                self._refused(events)
+                self._refused(batch)
                 return
             self._announce()
-        for event in events:
-            self.channel.send_line(self._chat.render(event))
+        render, current, send_line = self._chat.render, self.room, self.channel.send_line
+        for event in batch:
+            data = render(event, current)
+            if b"\n" in data:
+                for line in data.split(b"\n"):
+                    send_line(line)
+            else:
+                send_line(data)
 
     def _refused(self, events) -> None:
         """Before the join: a refusal ends the attempt; nothing else is shown."""
@@ -213,12 +222,11 @@ class UdpPeer:
                 "UDP join from {address} ended before joining: {reason}",
                 address=self.address, reason=reason,
             )
-            self._send_unnumbered_and_forget(Refusal(reason), reason)
+            self._send_unnumbered_and_forget(Refusal("closed", reason), reason)
             return defer.succeed(None)
         d = defer.Deferred()
         self._close_waiters.append(d)
-        if not self._closing:
-            self.session.end(reason)  # nothing more from this user once we say goodbye
+        if not self._closing:  # the session closes once; a second call only waits
             self._closing = True
             self.channel.send_line(self._chat.render(Notice(reason)))
             goodbye = self.channel.drained()
@@ -273,13 +281,13 @@ class DatagramChat(DatagramProtocol):
     #: Read datagrams up to this size, so an oversized one is seen whole and refused.
     max_datagram_read = 65535
 
-    def __init__(self, room, registry, clock, admission, limits: Limits = Limits(),
+    def __init__(self, hub, registry, clock, admission, limits: Limits = Limits(),
                  secret: bytes | None = None) -> None:
         """
         @param secret: The key for address tokens (random if None); session secrets are
             always random.
         """
-        self.room = room
+        self.hub = hub
         self.registry = registry
         self.clock = clock
         self.admission = admission
@@ -403,14 +411,14 @@ class DatagramChat(DatagramProtocol):
     def _join(self, address, nick: str) -> None:
         host = address[0]
         try:
-            if self.room.closing:
+            if self.hub.closing:
                 raise ChatError("server shutting down")
             self.admission.admit(host)
         except ChatError as refusal:
             self.log.info(
                 "UDP join from {address} refused: {text}", address=address, text=str(refusal)
             )
-            self.send(as_bytes(Refusal(str(refusal)), line_end=b""), address)
+            self.send(as_bytes(Refusal(refusal.kind, str(refusal)), line_end=b""), address)
             return
         peer = UdpPeer(self, address)
         self._peers[address] = peer

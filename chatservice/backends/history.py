@@ -1,0 +1,646 @@
+# -*- test-case-name: tests.test_history_store -*-
+"""
+Room history in an SQLite file, written through C{twisted.enterprise.adbapi}.
+
+SQLite is embedded: nothing to install or start, which suits a small install.
+The reactor thread never touches the file once the reactor runs: L{prepare}
+checks and migrates it synchronously at start, and L{SQLiteHistory} then does
+everything through one pooled connection in one worker thread.  Records are
+buffered in memory and written at most one transaction per reactor turn, one
+transaction at a time, so a burst of chat costs one commit, not one per line.
+When the store fails (disk full, file gone), chat goes on: the records are
+counted as lost, logged once, and the recovery is logged when a write works
+again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections import deque
+from pathlib import Path
+
+from twisted.application.service import Service
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore, IReactorThreads
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatservice.core.events import (
+    Emote,
+    Joined,
+    Left,
+    Parted,
+    Renamed,
+    Said,
+    TopicChanged,
+)
+from chatservice.core.interfaces import IHistoryStore
+from chatservice.core.names import fold
+
+MAX_BUFFERED = 100_000
+"""Records held in memory while waiting to be written.  A store that cannot
+keep up (or hangs) costs at most this much memory: past it the oldest records
+are dropped and counted as lost."""
+
+PRUNE_INTERVAL = 3600.0
+"""Seconds between retention prunes: an hour's worth of old rows is small."""
+
+PRUNE_CHUNK = 10_000
+"""Rows deleted per prune transaction, so a first prune of a large backlog
+lets the chat's own writes in between instead of holding the file for long."""
+
+STOP_GRACE = 30.0
+"""Seconds L{SQLiteHistory.stop} waits for the last writes before giving up."""
+
+SCHEMA_TABLE = "chatroom_schema"
+"""The table that marks a file as a chatroom history and holds its version."""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 0 -> 1: the initial schema.  One row per event and room (a rename or a
+    # quit concerns several rooms: one row each, same id).  The replay reads
+    # the newest public lines of one room, so a partial index on (room_key, id)
+    # over those lines alone answers it in a few page reads whatever the size
+    # of the file; newest_id() and prune() have their own small indexes.
+    (
+        "CREATE TABLE events ("
+        " id INTEGER NOT NULL,"
+        " time REAL NOT NULL,"
+        " room_key TEXT NOT NULL,"
+        " room TEXT NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " nick TEXT NOT NULL,"
+        " text TEXT NOT NULL)",
+        "CREATE INDEX events_lines ON events (room_key, id)"
+        " WHERE kind IN ('said', 'emote')",
+        "CREATE INDEX events_id ON events (id)",
+        "CREATE INDEX events_time ON events (time)",
+    ),
+)
+"""MIGRATIONS[n] holds the statements that take a file from version n to n+1;
+the current version is C{len(MIGRATIONS)}.  Append, never edit."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this code writes."""
+
+_INSERT = "INSERT INTO events (id, time, room_key, room, kind, nick, text) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_RECENT = (
+    "SELECT id, time, room, kind, nick, text FROM events"
+    " WHERE room_key = ? AND id < ? AND kind IN ('said', 'emote')"
+    " ORDER BY id DESC LIMIT ?"
+)
+_NO_UPPER_BOUND = 1 << 63
+
+
+class HistoryFileError(Exception):
+    """The history file cannot be used; the message says why, in one line, and
+    that the file was left as it was (the service stops rather than harm it)."""
+
+
+# -- at start, before the reactor runs ----------------------------------------
+
+
+def prepare(path: str) -> int:
+    """
+    Make C{path} a usable history file: create it, or check it and bring it to
+    the current schema version.  Synchronous: called once, before the reactor
+    runs, so a bad file stops the service at start with one clear line.
+
+    A file that is not ours, is corrupt, or was written by a newer version is
+    only ever opened read-only (and, when it has no journal beside it,
+    immutable, so SQLite creates no -wal or -shm file beside it either).  A
+    zero-byte file, or an SQLite file with no tables at all, holds nothing and
+    is made a new history.
+
+    @param path: the file's path.
+    @return: the newest event id stored, 0 if none, so ids issued after a
+        restart stay above it.
+    @raise HistoryFileError: the file cannot be used; it was left untouched.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return _open_and_migrate(path, create=True)
+    except OSError as error:
+        raise _refuse(path, f"cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(path, "is not a regular file")
+    if info.st_size == 0:
+        return _open_and_migrate(path, create=True)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as error:
+        raise _refuse(path, f"cannot be read ({error.strerror})") from None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise _refuse(path, "is not a chatroom history database (not an SQLite file)")
+    empty = _validate(path)
+    return _open_and_migrate(path, create=empty)
+
+
+def _refuse(path: str, what: str) -> HistoryFileError:
+    return HistoryFileError(f"History file {path} {what}; it was left untouched.")
+
+
+def _uri(path: str, query: str) -> str:
+    return Path(path).absolute().as_uri() + "?" + query
+
+
+def _validate(path: str) -> bool:
+    """
+    Check an existing SQLite file through a read-only connection.
+
+    @return: whether it has no tables at all (a new, empty database).
+    @raise HistoryFileError: it is not ours, is corrupt, or is too new.
+    """
+    journals = any(os.path.exists(path + suffix) for suffix in ("-wal", "-journal"))
+    # Without a journal beside it the main file is complete: read it as
+    # immutable, which takes no lock and creates no -wal/-shm on a file that is
+    # maybe not ours.  With one, it must be read through SQLite's recovery.
+    connection = None
+    try:
+        connection = sqlite3.connect(_uri(path, "mode=ro" if journals else "immutable=1"), uri=True)
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return True
+        if SCHEMA_TABLE not in tables:
+            raise _refuse(path, f"is not a chatroom history database (no {SCHEMA_TABLE} table)")
+        rows = connection.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchall()
+        if len(rows) != 1 or type(rows[0][0]) is not int or rows[0][0] < 0:
+            raise _refuse(path, f"is corrupt (its {SCHEMA_TABLE} table holds {rows!r})")
+        version = rows[0][0]
+        if version > len(MIGRATIONS):
+            raise _refuse(
+                path,
+                f"was written by a newer chatroom (schema version {version};"
+                f" this one knows up to {len(MIGRATIONS)})",
+            )
+        if version >= 1 and "events" not in tables:
+            raise _refuse(path, f"is corrupt (schema version {version} but no events table)")
+        problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise _refuse(path, f"is corrupt ({problems[0]})")
+        return False
+    except sqlite3.Error as error:
+        raise _refuse(path, f"is corrupt or unreadable ({error})") from None
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+def _open_and_migrate(path: str, create: bool) -> int:
+    """Open read-write, switch to WAL, apply the missing migrations in one
+    transaction (all or nothing), and read the newest id."""
+    connection = None
+    try:
+        connection = sqlite3.connect(
+            _uri(path, "mode=rwc" if create else "mode=rw"), uri=True, isolation_level=None
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("BEGIN IMMEDIATE")
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if SCHEMA_TABLE in tables:
+            (version,) = connection.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchone()
+        else:
+            connection.execute(f"CREATE TABLE {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+            connection.execute(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (0)")
+            version = 0
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                connection.execute(statement)
+        connection.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (len(MIGRATIONS),))
+        connection.execute("COMMIT")
+        (newest,) = connection.execute("SELECT max(id) FROM events").fetchone()
+        return newest or 0
+    except sqlite3.Error as error:
+        what = "cannot be created" if create else "cannot be opened for writing"
+        raise HistoryFileError(f"History file {path} {what} ({error}).") from None
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+# -- rows and events ----------------------------------------------------------
+
+
+def _rows(event) -> list[tuple]:
+    """The rows of one event: one per room it concerns."""
+    kind = type(event)
+    if kind is Said or kind is Emote:
+        return [(event.id, event.time, fold(event.room), event.room,
+                 "said" if kind is Said else "emote", event.nick, event.text)]
+    if kind is Joined:
+        return [(event.id, event.time, fold(event.room), event.room, "joined", event.nick, event.via)]
+    if kind is Parted:
+        return [(event.id, event.time, fold(event.room), event.room, "parted", event.nick, event.reason)]
+    if kind is TopicChanged:
+        return [(event.id, event.time, fold(event.room), event.room, "topic", event.nick, event.text)]
+    if kind is Renamed:
+        return [(event.id, event.time, fold(room), room, "renamed", event.old, event.new) for room in event.rooms]
+    if kind is Left:
+        return [(event.id, event.time, fold(room), room, "left", event.nick, event.reason) for room in event.rooms]
+    return []
+
+
+_STORED = frozenset((Said, Emote, Joined, Parted, TopicChanged, Renamed, Left))
+_LINES = {"said": Said, "emote": Emote}
+
+
+# -- what runs in the pool's thread ---------------------------------------------
+
+
+def _insert(txn, events) -> None:
+    txn.executemany(_INSERT, [row for event in events for row in _rows(event)])
+
+
+def _select_recent(txn, room_key: str, before: int, limit: int) -> list:
+    txn.execute(_RECENT, (room_key, before, limit))
+    return txn.fetchall()
+
+
+def _select_newest(txn) -> int:
+    txn.execute("SELECT max(id) FROM events")
+    (newest,) = txn.fetchone()
+    return newest or 0
+
+
+def _delete_older(txn, cutoff: float, chunk: int) -> int:
+    txn.execute(
+        "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE time < ? LIMIT ?)",
+        (cutoff, chunk),
+    )
+    return txn.rowcount
+
+
+def _checkpoint(txn) -> None:
+    txn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _probe(txn) -> None:
+    txn.execute(f"SELECT version FROM {SCHEMA_TABLE}")
+    txn.fetchall()
+
+
+def _open_connection(connection) -> None:
+    """Per-connection set-up (the pool's C{cp_openfun}): WAL, so readers never
+    wait on the writer, and NORMAL sync, which in WAL mode is still safe
+    against corruption and only risks the last commits on a power cut."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+# -- the store ------------------------------------------------------------------
+
+
+@implementer(IHistoryStore)
+class SQLiteHistory:
+    """
+    The history of every room, in one SQLite file, written in the background.
+
+    @param path: the file, already checked by L{prepare}.
+    @param clock: an C{IReactorTime}; when it is a real reactor, the pool's
+        thread and shutdown hooks use it too.
+    @param pool_factory: builds the connection pool (tests pass a fake).
+    @param retention_days: rows older than this are pruned; 0 keeps everything.
+    @param max_buffered: the bound on records waiting in memory.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: str,
+        clock,
+        pool_factory=adbapi.ConnectionPool,
+        retention_days: float = 0,
+        max_buffered: int = MAX_BUFFERED,
+    ) -> None:
+        self.path = path
+        self.retention_days = retention_days
+        self._clock = clock
+        self._pool_factory = pool_factory
+        self._max_buffered = max_buffered
+        self._pool = None
+        self._buffer: deque = deque()  # recorded, not yet handed to the pool
+        self._in_flight: tuple | None = None  # the transaction being written
+        self._scheduled = None  # the IDelayedCall of the next write
+        self._busy = 0  # interactions started and not finished, writes included
+        self._idle_waiters: list[defer.Deferred] = []
+        self._stopping = False
+        self._stopped: defer.Deferred | None = None
+        self._closed = False
+        self._failing = False
+        self._lost = 0
+
+    # -- life cycle
+
+    def start(self) -> defer.Deferred:
+        """
+        Open the pool and its one connection.
+
+        @return: a Deferred firing once the connection works; it never fails
+            (a failure is logged like a failed write, and chat goes on).
+        """
+        kwargs = {
+            "check_same_thread": False,
+            "uri": True,
+            "cp_min": 1,
+            "cp_max": 1,
+            "cp_openfun": _open_connection,
+        }
+        if IReactorThreads.providedBy(self._clock) and IReactorCore.providedBy(self._clock):
+            kwargs["cp_reactor"] = self._clock
+        self._pool = self._pool_factory("sqlite3", _uri(self.path, "mode=rw"), **kwargs)
+        self._pool.start()
+        self.log.info(
+            "History in {path} (keeping {days} days; 0 is forever)", path=self.path, days=self.retention_days
+        )
+        d = self._run(_probe)
+        d.addCallbacks(self._recovered, self._opening_failed)
+        self._schedule()
+        return d
+
+    def _opening_failed(self, failure) -> None:
+        self._lose(0, "cannot open", failure.getErrorMessage())
+
+    def stop(self) -> defer.Deferred:
+        """
+        Write what is buffered, wait for everything in flight (at most
+        L{STOP_GRACE} seconds), then close the pool.
+
+        @return: a Deferred firing once closed; it never fails.
+        """
+        if self._stopped is not None:
+            return self._stopped
+        self._stopping = True
+        if self._pool is not None and self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+            self._write()
+        waiter = defer.Deferred(canceller=self._idle_waiters.remove)
+        self._idle_waiters.append(waiter)
+        self._check_idle()
+        waiter.addTimeout(STOP_GRACE, self._clock, onTimeoutCancel=self._stop_timed_out)
+        waiter.addCallback(self._close)
+        self._stopped = waiter
+        return waiter
+
+    def _stop_timed_out(self, result, timeout):
+        waiting = len(self._buffer) + len(self._in_flight or ())
+        self.log.warn(
+            "History store: gave up after {timeout}s waiting for {waiting} records to be written",
+            timeout=timeout,
+            waiting=waiting,
+        )
+        return False
+
+    def _close(self, idle) -> defer.Deferred | None:
+        if self._pool is None:
+            self._closed = True
+            if self._buffer:
+                self._lose(len(self._buffer), "never started", "stopped before it was started")
+                self._buffer.clear()
+            return None
+        if idle is False:
+            # A write still runs in the pool's thread: closing the pool now
+            # would join that thread and block the reactor.  The pool's own
+            # shutdown trigger closes it when the process ends.
+            self._closed = True
+            return None
+        d = self._pool.runInteraction(_checkpoint)
+        d.addErrback(lambda failure: self.log.warn(
+            "History checkpoint at stop failed: {error}", error=failure.getErrorMessage()))
+        d.addCallback(lambda _: self._close_pool())
+        return d
+
+    def _close_pool(self) -> None:
+        self._closed = True
+        self._pool.close()
+
+    # -- writing
+
+    def record(self, event) -> None:
+        """
+        Keep C{event} (one of L{chatservice.core.events.STORED_EVENTS}).
+
+        Never blocks: buffers it and makes sure a write is scheduled.  Other
+        values (private messages) are ignored.
+        """
+        if type(event) not in _STORED:
+            return
+        if self._closed:
+            self._lose(1, "stopped", "a record arrived after the store was stopped")
+            return
+        if len(self._buffer) >= self._max_buffered:
+            self._buffer.popleft()
+            self._lose(1, "buffer full", f"more than {self._max_buffered} records waiting")
+        self._buffer.append(event)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """One write per reactor turn, one at a time: the next one waits for
+        the turn after the last one finished."""
+        if (
+            self._scheduled is None
+            and self._in_flight is None
+            and self._buffer
+            and self._pool is not None
+            and not self._closed
+        ):
+            self._scheduled = self._clock.callLater(0, self._write)
+
+    def _write(self) -> None:
+        self._scheduled = None
+        if not self._buffer:
+            return
+        batch = tuple(self._buffer)
+        self._buffer.clear()
+        self._in_flight = batch
+        d = self._run(_insert, batch)
+        d.addCallbacks(self._recovered, self._write_failed, errbackArgs=(batch,))
+        d.addBoth(self._written)
+
+    def _write_failed(self, failure, batch) -> None:
+        self._lose(len(batch), "write failed", failure.getErrorMessage())
+
+    def _written(self, _) -> None:
+        self._in_flight = None
+        self._schedule()
+        if self._stopping and self._scheduled is not None:
+            # Stopping: no reason to wait for the next turn.
+            self._scheduled.cancel()
+            self._write()
+        self._check_idle()
+
+    def _lose(self, count: int, problem: str, error: str) -> None:
+        """Count lost records; log only the first failure of a bad spell."""
+        self._lost += count
+        if not self._failing:
+            self._failing = True
+            self.log.error(
+                "History store {path} failed ({problem}: {error}); chat goes on,"
+                " {lost} records lost so far",
+                path=self.path,
+                problem=problem,
+                error=error,
+                lost=self._lost,
+            )
+
+    def _recovered(self, _=None) -> None:
+        if self._failing:
+            self.log.warn(
+                "History store recovered; {lost} records were lost", path=self.path, lost=self._lost
+            )
+            self._failing = False
+            self._lost = 0
+
+    # -- reading
+
+    def recent(self, room_key: str, limit: int, before: int | None) -> defer.Deferred:
+        """
+        The last C{limit} public lines of a room with an id below C{before},
+        oldest first, as L{Said}/L{Emote} values; records not yet written are
+        included, and none twice.
+
+        @param room_key: the room's folded name (a display name works too).
+        @param limit: how many lines at most.
+        @param before: only ids below this (None: no bound).
+        @return: a Deferred firing with a list of events.
+        """
+        if limit <= 0:
+            return defer.succeed([])
+        key = fold(room_key)
+        bound = _NO_UPPER_BOUND if before is None else before
+        d = self._run(_select_recent, key, bound, limit)
+        d.addCallback(self._merge_recent, key, bound, limit)
+        return d
+
+    def _merge_recent(self, rows, key, bound, limit) -> list:
+        # Merged when the answer arrives, not when asked: the pool runs one
+        # interaction at a time in order, so whatever is not in C{rows} is
+        # still in the buffer or in flight now; ids remove any overlap.
+        seen = {row[0] for row in rows}
+        events = [_LINES[kind](id_, time, room, nick, text) for id_, time, room, kind, nick, text in rows]
+        for event in self._pending():
+            if (
+                (type(event) is Said or type(event) is Emote)
+                and event.id < bound
+                and event.id not in seen
+                and fold(event.room) == key
+            ):
+                events.append(event)
+        events.sort(key=lambda event: event.id)
+        return events[-limit:]
+
+    def newest_id(self) -> defer.Deferred:
+        """
+        The highest id kept, written or not, so ids issued after a restart
+        stay above it.
+
+        @return: a Deferred firing with an int (0 when empty).
+        """
+        d = self._run(_select_newest)
+        d.addCallback(lambda newest: max([newest, *(event.id for event in self._pending())]))
+        return d
+
+    def _pending(self):
+        yield from self._in_flight or ()
+        yield from self._buffer
+
+    # -- retention
+
+    @defer.inlineCallbacks
+    def prune(self, now: float):
+        """
+        Delete rows older than the retention, a chunk per transaction.
+
+        @param now: the time, in seconds since the epoch.
+        @return: a Deferred firing with the number of rows deleted.
+        """
+        if self.retention_days <= 0 or self._pool is None or self._stopping:
+            return 0
+        cutoff = now - self.retention_days * 86400
+        deleted = 0
+        while not self._stopping:
+            count = yield self._run(_delete_older, cutoff, PRUNE_CHUNK)
+            deleted += count
+            if count < PRUNE_CHUNK:
+                break
+        if deleted:
+            self.log.info("History pruned {deleted} rows older than {days} days", deleted=deleted,
+                          days=self.retention_days)
+        return deleted
+
+    # -- bookkeeping
+
+    def _run(self, interaction, *args) -> defer.Deferred:
+        """Start an interaction, counted so that L{stop} can wait for it."""
+        if self._pool is None or self._closed:
+            return defer.fail(RuntimeError(f"history store {self.path} is not running"))
+        self._busy += 1
+        d = self._pool.runInteraction(interaction, *args)
+        d.addBoth(self._done)
+        return d
+
+    def _done(self, result):
+        self._busy -= 1
+        self._check_idle()
+        return result
+
+    def _check_idle(self) -> None:
+        if (
+            self._idle_waiters
+            and self._busy == 0
+            and self._in_flight is None
+            and self._scheduled is None
+            and not (self._buffer and self._pool is not None)
+        ):
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(True)
+
+
+class HistoryService(Service):
+    """
+    Starts and stops a L{SQLiteHistory} with the service tree, and prunes it
+    every L{PRUNE_INTERVAL} seconds (first at start), so retention holds
+    without a cron job.
+
+    @param store: the L{SQLiteHistory}.
+    @param clock: an C{IReactorTime} for the prune loop.
+    """
+
+    log = Logger()
+
+    def __init__(self, store: SQLiteHistory, clock, interval: float = PRUNE_INTERVAL) -> None:
+        self.store = store
+        self._clock = clock
+        self._interval = interval
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.store.start().addErrback(lambda failure: self.log.failure("History start failed", failure))
+        self._loop = LoopingCall(self._prune)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=True).addErrback(
+            lambda failure: self.log.failure("History prune loop stopped", failure)
+        )
+
+    def _prune(self) -> defer.Deferred:
+        d = self.store.prune(self._clock.seconds())
+        d.addErrback(self._prune_failed)
+        return d
+
+    def _prune_failed(self, failure) -> None:
+        # Not fatal: the next run tries again; returning None keeps the loop going.
+        self.log.error("History prune failed: {error}", error=failure.getErrorMessage())
+
+    def stopService(self) -> defer.Deferred:
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return self.store.stop()
