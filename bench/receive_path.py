@@ -17,9 +17,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from chatservice.core.flood import FloodPolicy
+from chatservice.core.hub import Hub
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
 from chatservice.frontends.line import LineChatFactory
 
 USERS = 10
@@ -31,7 +31,7 @@ def main() -> None:
     per_read = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     clock = Clock()
     factory = LineChatFactory(
-        Room(clock), NickRegistry(), clock, Admission(0, 0), Limits(flood=FloodPolicy(rate=0))
+        Hub(clock), NickRegistry(), clock, Admission(0, 0), Limits(flood=FloodPolicy(rate=0))
     )
     users = []
     for index in range(USERS):

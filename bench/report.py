@@ -270,6 +270,18 @@ def targets(results: dict) -> list[str]:
                  "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
                                        _fmt_int(got), _fmt_int(want)),
                  "-" if last is None else ("met" if last < 1.0 and got == want else "NOT met")])
+    on = _get(results, "history", "best_on")
+    off = _get(results, "history", "best_off")
+    ratio = _get(results, "history", "ratio")
+    rows.append(["fan-out N=100, history on vs off (>= 0.9x)",
+                 "%s (%s vs %s deliveries/s)" % (_ratio(on, off), _fmt_int(on), _fmt_int(off)),
+                 "-" if ratio is None else ("met" if ratio >= 0.9 else "NOT met")])
+    replay = _get(results, "history", "replay") or {}
+    rows.append(["replay 20 lines, %s messages stored (< 20 ms)" % _fmt_int(replay.get("rows")),
+                 "p99 %s ms, median %s ms" % (_fmt(replay.get("p99_ms"), digits=2),
+                                              _fmt(replay.get("median_ms"), digits=2)),
+                 "-" if replay.get("p99_ms") is None else
+                 ("met" if replay["p99_ms"] < 20 else "NOT met")])
     for loss in ("0.2",):
         frac = _get(results, "udp", loss, "chatroom", "delivered_fraction")
         dups = _get(results, "udp", loss, "chatroom", "duplicates_shown")

@@ -29,15 +29,16 @@ from bench import report
 from bench.servers import (ALL_SERVERS, APT_PACKAGES, GENERATOR_CPU, REPO, SERVER_CPU, Server,
                            apt_install, make_server, raise_nofile)
 
-SCENARIOS = ("fanout", "udp", "connections")
+SCENARIOS = ("fanout", "history", "udp", "connections")
 REFERENCE = "ngircd"  # the issue's latency target compares at half of ngircd's saturation rate
 
 FULL = {
     "budget_s": 570,
-    "shares": {"fanout": 0.5, "udp": 0.65},  # fraction of the budget used up when each ends
+    "shares": {"fanout": 0.5, "history": 0.6, "udp": 0.7},  # budget used up when each ends
     "fanout": {"users": [10, 100, 500], "step_seconds": 1.0, "grace_seconds": 0.25,
                "drain_seconds": 2.0, "probe_rate": 50, "senders": 10,
                "start_deliveries": 100000, "max_steps": 10},
+    "history": {"users": 100, "rounds": 2, "replay_rows": 1000000},
     "udp": {"users": 50, "losses": [0.0, 0.05, 0.2], "msgs_per_user_per_s": 2, "duration_s": 5,
             "reorder": 0.05, "drain_s": {"chatroom": 10, "seed": 1}},
     "connections": {"users": 10000, "concurrency": 500, "connect_rate": 1000, "login_timeout": 60,
@@ -45,10 +46,11 @@ FULL = {
 }
 QUICK = {
     "budget_s": 112,
-    "shares": {"fanout": 0.55, "udp": 0.72},
+    "shares": {"fanout": 0.5, "history": 0.62, "udp": 0.75},
     "fanout": {"users": [10, 100], "step_seconds": 0.5, "grace_seconds": 0.25,
                "drain_seconds": 1.0, "probe_rate": 100, "senders": 10,
                "start_deliveries": 400000, "max_steps": 5},
+    "history": {"users": 100, "rounds": 1, "replay_rows": 1000000},
     "udp": {"users": 50, "losses": [0.0, 0.2], "msgs_per_user_per_s": 2, "duration_s": 2,
             "reorder": 0.05, "drain_s": {"chatroom": 5, "seed": 0.5}},
     "connections": {"users": 1000, "concurrency": 500, "connect_rate": 1000, "login_timeout": 10,
@@ -132,6 +134,51 @@ def fanout(server: Server, users: int, cfg: dict, budget: Budget) -> dict:
     return run_generator("bench.tcpgen", spec, timeout=max(30.0, min(180.0, budget.left())))
 
 
+def history(cfg: dict, tmp: Path, budget: Budget) -> dict:
+    """
+    What the history costs: fan-out at N=100 with history on against off, alternating the two
+    (on, off, on, off...) so drift on the machine hits both alike; and the join replay's query
+    time on a history of a million messages.
+    """
+    hc = cfg["history"]
+    step_cfg = {k: v for k, v in cfg["fanout"].items() if k != "users"}
+    runs: dict = {"chatroom": [], "chatroom-nohistory": []}
+    for round_no in range(hc["rounds"]):
+        for name in ("chatroom", "chatroom-nohistory"):
+            if budget.left_until(cfg["shares"]["history"]) < 3:
+                runs[name].append({"skipped": "time budget"})
+                continue
+            say("history: fan-out N=%d on %s, round %d (%.0fs left)" % (
+                hc["users"], name, round_no + 1, budget.left()))
+            runs[name].append(with_server(
+                name, tmp, "history%d" % round_no,
+                lambda s: fanout(s, hc["users"], step_cfg, budget)))
+    best = {name: max([(r.get("best") or {}).get("deliveries_per_s") or 0 for r in rs] or [0])
+            for name, rs in runs.items()}
+    result = {"users": hc["users"], "runs": runs, "best_on": best["chatroom"],
+              "best_off": best["chatroom-nohistory"]}
+    if best["chatroom"] and best["chatroom-nohistory"]:
+        result["ratio"] = round(best["chatroom"] / best["chatroom-nohistory"], 3)
+    if budget.left() > 20:
+        say("history: replay on %d stored messages" % hc["replay_rows"])
+        try:
+            proc = subprocess.run(
+                ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.history_replay",
+                 str(hc["replay_rows"])],
+                cwd=str(REPO), stdout=subprocess.PIPE, timeout=max(60.0, budget.left()))
+            figures = json.loads(proc.stdout.decode().split("\n", 1)[1])
+            result["replay"] = {"rows": figures["messages"],
+                                "median_ms": figures["idle"]["median_ms"],
+                                "p99_ms": figures["idle"]["p99_ms"],
+                                "under_writes": figures["under_writes"],
+                                "file_mb": figures["file_mb"]}
+        except (subprocess.SubprocessError, ValueError, IndexError) as e:
+            result["replay"] = {"error": str(e)}
+    else:
+        result["replay"] = {"skipped": "time budget"}
+    return result
+
+
 def udp(server: Server, loss: float, cfg: dict, budget: Budget) -> dict:
     """One UDP loss level for one server."""
     spec = {"kind": server.udp_kind, "port": server.udp_port, "server_pid": server.pid,
@@ -208,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "params": {k: v for k, v in cfg.items() if k in scenarios or k in ("budget_s", "shares")},
         "install": ensure_binaries(names),
         "machine": machine_info(),
-        "servers": {}, "fanout": {}, "udp": {}, "connections": {},
+        "servers": {}, "fanout": {}, "history": {}, "udp": {}, "connections": {},
     }
     servers = []
     for name in names:
@@ -243,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                     if name == REFERENCE and row[name].get("half"):
                         row[name]["at_reference"] = row[name]["half"]
                     _partial(out, results)
+        if "history" in scenarios and "chatroom" in servers:
+            results["history"] = history(cfg, tmp, budget)
+            _partial(out, results)
         if "udp" in scenarios:
             uc = cfg["udp"]
             for loss in uc["losses"]:

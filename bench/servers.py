@@ -166,12 +166,21 @@ class Server:
 
 
 class ChatroomServer(Server):
-    """chatroom itself: ``python -m twisted --reactor=epoll chatroom`` with TCP and UDP."""
+    """
+    chatroom itself: ``python -m twisted --reactor=epoll chatroom`` with TCP and UDP.
 
-    def __init__(self) -> None:
-        super().__init__(name="chatroom", proto="chat", udp_kind="chatroom")
+    With ``history`` (the shipped default) every line is also written to a SQLite history in the
+    server's work folder; ``chatroom-nohistory`` runs ``--history none``, for the history ratio.
+    """
+
+    def __init__(self, history: bool = True) -> None:
+        super().__init__(name="chatroom" if history else "chatroom-nohistory", proto="chat",
+                         udp_kind="chatroom")
+        self.history = history
         self.notes = ["flood limit, per-IP limit off (--flood-rate 0 --max-per-ip 0), --max-clients 20000, "
-                      "listen backlog 1024 (as for a bare --tcp port); --max-backlog left at its default 1 MiB"]
+                      "listen backlog 1024 (as for a bare --tcp port); --max-backlog left at its default 1 MiB; "
+                      + ("history on (the default: SQLite file in the work folder)" if history
+                         else "--history none")]
 
     def available(self) -> str | None:
         probe = subprocess.run(
@@ -188,7 +197,8 @@ class ChatroomServer(Server):
                 "chatroom",
                 "--tcp", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
                 "--udp", "udp:%d:interface=127.0.0.1" % self.udp_port,
-                "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000"]
+                "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
+                "--history", str(self.workdir / "history.sqlite3") if self.history else "none"]
 
 
 class SeedServer(Server):
@@ -315,5 +325,7 @@ APT_PACKAGES = {"ngircd": "ngircd", "inspircd": "inspircd"}
 
 def make_server(name: str) -> Server:
     """Build the adapter for one server by its report name."""
+    if name == "chatroom-nohistory":
+        return ChatroomServer(history=False)
     return {"chatroom": ChatroomServer, "seed": SeedServer,
             "ngircd": NgircdServer, "inspircd": InspircdServer}[name]()

@@ -161,7 +161,11 @@ class ChatService(MultiService):
         self.log.info(
             "Shutting down; saying goodbye to {count} users", count=self.hub.connected
         )
-        d = self.hub.close_all(SHUTDOWN_NOTICE)
+        goodbyes = self.hub.close_all(SHUTDOWN_NOTICE)
+        # The grace ends the wait, not the goodbyes: cancelling them would hand
+        # each session's close a CancelledError, which it logs as a failure.
+        d = defer.Deferred()
+        goodbyes.addBoth(lambda _: None if d.called else d.callback(None))
         d.addTimeout(self._grace, self._clock, onTimeoutCancel=self._grace_expired)
         return d
 

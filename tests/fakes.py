@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.test_room -*-
+# -*- test-case-name: tests.test_hub -*-
 """
-Small fakes for the core tests: a participant that records what the room hands it, sinks, and a
-registry that answers later.
+Small fakes for the core tests: a participant that records what the hub hands it, sinks, a
+history store that answers when the test says, and a registry that answers later.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 from twisted.internet import defer
 from zope.interface import implementer
 
-from chatservice.core.interfaces import IEventSink, INickRegistry, IParticipant
+from chatservice.core.events import PUBLIC_LINES, STORED_EVENTS
+from chatservice.core.interfaces import IEventSink, IHistoryStore, INickRegistry, IParticipant
+from chatservice.core.names import fold
 from chatservice.core.nicks import NickRegistry
 from chatservice.core.render import as_line
 
@@ -24,6 +26,10 @@ class SinkError(Exception):
 
 class RegistryError(Exception):
     """What L{BrokenRegistry} raises: an unexpected error, not a refusal."""
+
+
+class StoreError(Exception):
+    """What L{FakeHistory} fails a query with when told to."""
 
 
 @implementer(IParticipant)
@@ -182,3 +188,57 @@ class BrokenRegistry:
 
     def release(self, nick, owner):
         return self.real.release(nick, owner)
+
+
+@implementer(IHistoryStore)
+class FakeHistory:
+    """
+    An in-memory L{IHistoryStore} whose C{recent} answers as the test says.
+
+    C{mode} is "now" (an already-fired Deferred), "late" (an unfired Deferred the test fires
+    with L{answer} or L{fail}), or "never" (an unfired Deferred nobody fires).  Each query is
+    kept in C{asks} as (Deferred, room key, limit, before); the answer is the last C{limit}
+    public lines of the room below C{before} among what was recorded when the query was made
+    (what the real store does: what was recorded is readable, written or not).
+    """
+
+    def __init__(self, mode: str = "now") -> None:
+        self.mode = mode
+        self.recorded: list = []
+        self.asks: list[tuple[defer.Deferred, str, int, int]] = []
+        self._answers: dict = {}  # id(Deferred) -> the events it will answer with
+
+    def record(self, event):
+        if type(event) not in STORED_EVENTS:
+            raise AssertionError(f"{event!r} is not for the history")
+        self.recorded.append(event)
+
+    def lines(self, room_key: str, limit: int, before: int) -> list:
+        """What C{recent} answers now."""
+        found = [
+            event for event in self.recorded
+            if type(event) in PUBLIC_LINES and fold(event.room) == room_key and event.id < before
+        ]
+        return found[-limit:] if limit > 0 else []
+
+    def recent(self, room_key, limit, before):
+        d = defer.Deferred()
+        self.asks.append((d, room_key, limit, before))
+        self._answers[id(d)] = self.lines(room_key, limit, before)
+        if self.mode == "now":
+            d.callback(self._answers.pop(id(d)))
+        return d
+
+    def answer(self, index: int = -1) -> None:
+        """Answer the query C{asks[index]} (the latest by default)."""
+        d = self.asks[index][0]
+        d.callback(self._answers.pop(id(d)))
+
+    def fail(self, index: int = -1, error: Exception | None = None) -> None:
+        """Fail the query C{asks[index]} (the latest by default) with a L{StoreError}."""
+        d = self.asks[index][0]
+        self._answers.pop(id(d), None)
+        d.errback(error if error is not None else StoreError("disk on fire"))
+
+    def newest_id(self):
+        return defer.succeed(max((event.id for event in self.recorded), default=0))

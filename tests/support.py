@@ -385,8 +385,9 @@ def start_chat_server(reactor, *extra_options: str):
     """
     Build the real service with C{tap.makeService} and start it on C{reactor}.
 
-    It listens for TCP on 127.0.0.1, port 0, with UDP off (plus any
-    C{extra_options}, such as C{"--max-line", "64"}).
+    It listens for TCP on 127.0.0.1, port 0, with UDP off and no history
+    (plus any C{extra_options}, such as C{"--max-line", "64"}; a C{--history}
+    among them replaces C{--history none}).
 
     @return: C{(service, port)}; stop the service (its Deferred) to clean up.
     """

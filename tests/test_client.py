@@ -52,7 +52,7 @@ class ChatClientTests(SynchronousTestCase):
 
     def join(self):
         self.client.server_line(GREETING)
-        self.client.server_line("* you are bot; 1 online: bot")
+        self.client.server_line("* you are bot; 1 in #lobby: bot")
 
     def test_sends_name_when_greeted(self):
         self.client.server_line(GREETING)
@@ -64,7 +64,7 @@ class ChatClientTests(SynchronousTestCase):
         self.client.user_line("second")
         self.client.server_line(GREETING)
         self.assertEqual(self.link.sent, ["bot"])
-        self.client.server_line("* you are bot; 1 online: bot")
+        self.client.server_line("* you are bot; 1 in #lobby: bot")
         self.assertEqual(self.link.sent, ["bot", "first", "second"])
         self.assertTrue(self.client.joined)
 
@@ -108,7 +108,7 @@ class ChatClientTests(SynchronousTestCase):
         self.join()
         self.client.server_line("alice: hi")
         self.assertEqual(
-            self.shown, [GREETING, "* you are bot; 1 online: bot", "alice: hi"]
+            self.shown, [GREETING, "* you are bot; 1 in #lobby: bot", "alice: hi"]
         )
 
     def test_hang_up_before_join_exits_1(self):
@@ -142,12 +142,12 @@ class TcpLinkTests(SynchronousTestCase):
         self.client.user_line("hello")
         self.link.dataReceived(GREETING.encode() + b"\r\n")
         self.assertEqual(self.out.value(), b"bot\n")
-        self.link.dataReceived(b"* you are bot; 1 online: bot\r\n")
+        self.link.dataReceived(b"* you are bot; 1 in #lobby: bot\r\n")
         self.assertEqual(self.out.value(), b"bot\nhello\n")
-        self.assertEqual(self.shown, [GREETING, "* you are bot; 1 online: bot"])
+        self.assertEqual(self.shown, [GREETING, "* you are bot; 1 in #lobby: bot"])
 
     def test_utf8_both_ways(self):
-        self.link.dataReceived(GREETING.encode() + b"\r\n* you are bot; 1 online: bot\r\n")
+        self.link.dataReceived(GREETING.encode() + b"\r\n* you are bot; 1 in #lobby: bot\r\n")
         self.out.clear()
         self.client.user_line("héllo 世界")
         self.assertEqual(self.out.value(), "héllo 世界\n".encode())
@@ -166,7 +166,7 @@ class ConsoleTests(SynchronousTestCase):
         self.client = ChatClient("bot", lambda line: None, defer.Deferred(), Clock())
         self.client.link = self.link = FakeLink()
         self.client.server_line(GREETING)
-        self.client.server_line("* you are bot; 1 online: bot")
+        self.client.server_line("* you are bot; 1 in #lobby: bot")
         self.console = _Console(self.client)
         self.console.makeConnection(StringTransport())
 
@@ -253,7 +253,7 @@ class ClientProcessTests(TestCase):
             bot.out.decode().splitlines(),
             [
                 GREETING,
-                "* you are bot; 2 online: alice, bot",
+                "* you are bot; 2 in #lobby: alice, bot",
                 "* type /help for commands",
                 "* goodbye",
             ],

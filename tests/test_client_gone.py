@@ -94,7 +94,7 @@ class ClientGoneTests(TestCase):
         argv = [
             TWISTD, "-n", "--pidfile=", "chatroom",
             "--tcp", f"tcp:{tcp_port}:interface=127.0.0.1",
-            "--udp", f"udp:{udp_port}:interface=127.0.0.1",
+            "--udp", f"udp:{udp_port}:interface=127.0.0.1", "--history", "none",
         ]
         # The installed project, as users run it: no PYTHONPATH of ours.
         environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -123,7 +123,7 @@ class ClientGoneTests(TestCase):
             break
         client = self.run_client("--udp", "--name", "bot", "--port", str(udp_port))
         yield client.wait_for_output(rb"\* type /help for commands\n", STARTUP + PROMPTLY)
-        yield server.wait_for_output(rb"bot joined via udp", PROMPTLY)
+        yield server.wait_for_output(rb"bot arrived via udp", PROMPTLY)
         return server, client, udp_port
 
     @defer.inlineCallbacks
@@ -147,7 +147,7 @@ class ClientGoneTests(TestCase):
         )
         self.assertEqual(
             client.out.decode().splitlines(),
-            ["* you are bot; 1 online: bot", "* type /help for commands"],
+            ["* you are bot; 1 in #lobby: bot", "* type /help for commands"],
         )
 
     @defer.inlineCallbacks

@@ -75,7 +75,7 @@ class TlsClientTests(TempFiles, TestCase):
         options = tap.Options()
         options.parseOptions([
             "--tcp", f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={key_file}",
-            "--udp", "off",
+            "--udp", "off", "--history", "none",
         ])
         recorder = _SSLRecorder(self.reactor)
         service = tap.makeService(options, reactor=recorder)
@@ -117,7 +117,7 @@ class TlsClientTests(TempFiles, TestCase):
         self.assertEqual((yield bot.wait_for_exit()), 0)
         self.assertEqual(
             bot.out.decode().splitlines(),
-            [GREETING, "* you are bot; 2 online: alice, bot", "* type /help for commands",
+            [GREETING, "* you are bot; 2 in #lobby: alice, bot", "* type /help for commands",
              "* goodbye"],
         )
         self.assertEqual(bot.err, b"")

@@ -25,17 +25,18 @@ from chatservice.client import (
     ChatClient,
     _UdpLink,
 )
+from chatservice.core.commands import HELP_LINES
 from chatservice.core.flood import FloodPolicy
+from chatservice.core.hub import Hub
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
 from chatservice.frontends.udp import DatagramChat
 
 CLIENT, SERVER = ("127.0.0.1", 50001), ("127.0.0.1", 12346)
 TOKEN = b"0123456789"
 SECRET = b"0f1e2d3c4b5a6978"
 OTHER_SECRET = b"ffffffffffffffff"
-WELCOME = b"1 * you are bot; 1 online: bot\n"
+WELCOME = b"1 * you are bot; 1 in #lobby: bot\n"
 
 
 def signed(frame, secret=SECRET):
@@ -131,7 +132,7 @@ class UdpWireTests(_LinkHarness):
             ],
         )
         self.assertEqual(
-            self.printed, ["* you are bot; 1 online: bot", "* type /help for commands"]
+            self.printed, ["* you are bot; 1 in #lobby: bot", "* type /help for commands"]
         )
 
     def test_a_second_session_is_ignored(self):
@@ -349,7 +350,7 @@ class ForgedServerDatagramTests(_LinkHarness):
 
     def assert_unmoved(self):
         """Nothing shown, no exit, no ACK sent, our line still pending and retransmitted."""
-        self.assertEqual(self.printed, ["* you are bot; 1 online: bot"])
+        self.assertEqual(self.printed, ["* you are bot; 1 in #lobby: bot"])
         self.assertNoResult(self.finished)
         self.assertEqual(self.port.sent[self.mark:], [])
         self.assertEqual(self.link.channel.outstanding, 1)
@@ -434,7 +435,7 @@ class HandshakeForgeryTests(_LinkHarness):
         self.link.datagramReceived(signed(WELCOME, OTHER_SECRET), SERVER)
         self.assertEqual(self.printed, [])
         self.link.datagramReceived(signed(WELCOME), SERVER)
-        self.assertEqual(self.printed, ["* you are bot; 1 online: bot"])
+        self.assertEqual(self.printed, ["* you are bot; 1 in #lobby: bot"])
         self.assertEqual(self.link.session, SECRET)
 
 
@@ -467,10 +468,10 @@ class UdpClientTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock = Clock()
-        self.room = Room(self.clock)
+        self.hub = Hub(self.clock)
         self.registry = NickRegistry()
         limits = Limits(flood=FloodPolicy(rate=0))
-        self.chat = DatagramChat(self.room, self.registry, self.clock, Admission(0, 0), limits)
+        self.chat = DatagramChat(self.hub, self.registry, self.clock, Admission(0, 0), limits)
 
     def start(self, name="uma", up=True):
         self.printed = []
@@ -487,10 +488,14 @@ class UdpClientTests(SynchronousTestCase):
         for _ in range(int(seconds / step)):
             self.clock.advance(step)
 
+    def online(self):
+        """The nicks in the default room, where every user lands: who is online."""
+        return [nick for nick, _ in self.hub.who(self.hub.default_room)]
+
     def test_handshake_and_chat(self):
         self.start()
         self.assertTrue(self.client.joined)
-        self.assertEqual(self.printed[0], "* you are uma; 1 online: uma")
+        self.assertEqual(self.printed[0], "* you are uma; 1 in #lobby: uma")
         self.client.user_line("hello")
         self.advance(0.5)
         self.assertEqual(self.link.channel.outstanding, 0)
@@ -543,7 +548,7 @@ class UdpClientTests(SynchronousTestCase):
         self.advance(1)
         self.assertEqual(self.successResultOf(self.finished), EXIT_OK)
         self.assertEqual(self.printed[-1], "* goodbye")
-        self.assertEqual(self.room.who(), [])
+        self.assertEqual(self.online(), [])
 
     def test_eof_quits_once_acknowledged_and_exits_0(self):
         self.start()
@@ -565,7 +570,7 @@ class UdpClientTests(SynchronousTestCase):
         self.start()
         self.link.say_bye()
         self.advance(0.1)
-        self.assertEqual(self.room.who(), [])
+        self.assertEqual(self.online(), [])
         self.assertIsNone(self.registry.holder("uma"))
 
     def test_unreachable_server_exits_1_at_the_handshake_timeout(self):
@@ -583,7 +588,7 @@ class UdpClientTests(SynchronousTestCase):
         self.start()
         self.advance(PING_INTERVAL * 6, step=0.5)
         self.assertIn(self.link.session + b" PING", self.wire.to_server)
-        self.assertEqual([nick for nick, _ in self.room.who()], ["uma"])
+        self.assertEqual(self.online(), ["uma"])
         self.assertNoResult(self.finished)
 
     def test_vanished_server_noticed_within_the_silence_limit(self):
@@ -595,10 +600,17 @@ class UdpClientTests(SynchronousTestCase):
 
     def test_shutdown_notice_then_bye_ends_with_0(self):
         self.start()
-        self.room.close_all("server shutting down")
+        self.hub.close_all("server shutting down")
         self.advance(1)
         self.assertEqual(self.printed[-1], "* server shutting down")
         self.assertEqual(self.successResultOf(self.finished), EXIT_OK)
+
+    def test_a_multi_line_reply_is_printed_line_by_line(self):
+        """C{/help} comes as one numbered line per text line; the client prints each."""
+        self.start()
+        self.client.user_line("/help")
+        self.advance(0.5)
+        self.assertEqual(self.printed[2:], ["* " + line for line in HELP_LINES])
 
     def test_longest_line_is_taken_by_the_server(self):
         self.start()
@@ -606,5 +618,5 @@ class UdpClientTests(SynchronousTestCase):
         self.advance(1)
         self.assertEqual(self.link.channel.outstanding, 0)
         self.assertEqual(
-            self.printed, ["* you are uma; 1 online: uma", "* type /help for commands"]
+            self.printed, ["* you are uma; 1 in #lobby: uma", "* type /help for commands"]
         )

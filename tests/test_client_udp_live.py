@@ -46,6 +46,7 @@ class UdpClientProcessTests(TestCase):
         options = tap.Options()
         options.parseOptions([
             "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1",
+            "--history", "none",
         ])
         recorder = _Recorder(reactor)
         service = tap.makeService(options, reactor=recorder)
@@ -81,7 +82,7 @@ class UdpClientProcessTests(TestCase):
         self.assertEqual((yield bot.wait_for_exit()), 0)
         self.assertEqual(
             bot.out.decode().splitlines(),
-            ["* you are bot; 2 online: alice, bot", "* type /help for commands", "* goodbye"],
+            ["* you are bot; 2 in #lobby: alice, bot", "* type /help for commands", "* goodbye"],
         )
         self.assertEqual(bot.err, b"")
 
@@ -93,7 +94,7 @@ class UdpClientProcessTests(TestCase):
         self.assertEqual(bot.out.decode(), "! nickname bot is taken, try another\n")
         self.assertEqual(bot.err, b"")
         holder.send(b"/who\n")
-        self.assertEqual((yield holder.next_line()), "* 1 online: bot (tcp)")
+        self.assertEqual((yield holder.next_line()), "* 1 in #lobby: bot (tcp)")
 
     @defer.inlineCallbacks
     def test_stopped_client_says_bye_and_leaves_at_once(self):

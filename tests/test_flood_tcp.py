@@ -14,9 +14,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatservice.core.flood import FloodPolicy
+from chatservice.core.hub import Hub
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
 from chatservice.frontends.line import LineChatFactory, peer_name
 from tests import support
 
@@ -33,7 +33,7 @@ class PasteUnitTests(SynchronousTestCase):
         self.clock = Clock()
         limits = Limits(flood=FloodPolicy(rate=10, burst=20))
         self.factory = LineChatFactory(
-            Room(self.clock), NickRegistry(), self.clock, Admission(100, 100), limits
+            Hub(self.clock), NickRegistry(), self.clock, Admission(100, 100), limits
         )
 
     def connect(self, nick):
@@ -102,7 +102,7 @@ class PeerNameTests(SynchronousTestCase):
         self.assertEqual(peer_name(IPv4Address("TCP", "127.0.0.1", 50000)), "127.0.0.1:50000")
         self.assertEqual(peer_name(IPv6Address("TCP", "::1", 50000)), "[::1]:50000")
         clock = Clock()
-        factory = LineChatFactory(Room(clock), NickRegistry(), clock, Admission(10, 10))
+        factory = LineChatFactory(Hub(clock), NickRegistry(), clock, Admission(10, 10))
         proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 4242))
         self.assertEqual(proto.peer, "10.0.0.7:4242")
 

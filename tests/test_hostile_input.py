@@ -14,9 +14,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatservice.core.flood import FloodPolicy
+from chatservice.core.hub import Hub
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import DatagramChat
 
@@ -49,10 +49,12 @@ class World:
     def __init__(self, max_line=64):
         self.clock = Clock()
         self.limits = Limits(flood=FloodPolicy(rate=0), max_line=max_line)
-        self.room = Room(self.clock)
+        self.hub = Hub(self.clock)
         self.registry = NickRegistry()
         self.admission = Admission(0, 0)
-        self.factory = LineChatFactory(self.room, self.registry, self.clock, self.admission, self.limits)
+        self.factory = LineChatFactory(
+            self.hub, self.registry, self.clock, self.admission, self.limits
+        )
 
     def tcp(self, nick):
         proto = self.factory.buildProtocol(Addr("127.0.0.1"))
@@ -132,7 +134,7 @@ class UdpHostileInputTests(SynchronousTestCase):
         """A TCP watcher and a UDP member who has joined and acknowledged everything."""
         world = World()
         world.watcher, world.watcher_out = world.tcp(b"watcher")
-        chat = DatagramChat(world.room, world.registry, world.clock, world.admission,
+        chat = DatagramChat(world.hub, world.registry, world.clock, world.admission,
                             world.limits, secret=b"s")
         wire = self.Wire()
         chat.makeConnection(wire)

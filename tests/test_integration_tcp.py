@@ -53,11 +53,11 @@ class LoopbackChatTests(_LoopbackHarness):
     def test_nc_and_telnet_users_chat(self):
         nc, welcome = yield self.join("alice", b"\n")
         self.assertEqual(
-            welcome, ["* you are alice; 1 online: alice", "* type /help for commands"]
+            welcome, ["* you are alice; 1 in #lobby: alice", "* type /help for commands"]
         )
         telnet, welcome = yield self.join("bob", b"\r\n")
         self.assertEqual(
-            welcome, ["* you are bob; 2 online: alice, bob", "* type /help for commands"]
+            welcome, ["* you are bob; 2 in #lobby: alice, bob", "* type /help for commands"]
         )
         self.assertEqual((yield nc.next_line()), "* bob joined")
 
@@ -72,7 +72,7 @@ class LoopbackChatTests(_LoopbackHarness):
         telnet.send(b"/me nods\r\n")
         self.assertEqual((yield nc.next_line()), "* bob nods")
         telnet.send(b"/who\r\n")
-        self.assertEqual((yield telnet.next_line()), "* 2 online: alice (tcp), bob (tcp)")
+        self.assertEqual((yield telnet.next_line()), "* 2 in #lobby: alice (tcp), bob (tcp)")
 
         nc.send(b"/nick alicia\n")
         self.assertEqual((yield nc.next_line()), "* alice is now known as alicia")
@@ -120,7 +120,7 @@ class LoopbackChatTests(_LoopbackHarness):
         bob.send(b"/quit\r\n")
         self.assertEqual((yield alice.next_line()), "* bob left (quit)")
         carol2, welcome = yield self.join("carol")
-        self.assertEqual(welcome[0], "* you are carol; 2 online: alice, carol")
+        self.assertEqual(welcome[0], "* you are carol; 2 in #lobby: alice, carol")
         self.assertEqual((yield alice.next_line()), "* carol joined")
         alice.send(b"welcome back\n")
         self.assertEqual((yield carol2.next_line()), "alice: welcome back")
@@ -136,7 +136,7 @@ class LoopbackChatTests(_LoopbackHarness):
         )
         other.send(b"alice2\r\n")
         self.assertEqual(
-            (yield other.next_line()), "* you are alice2; 2 online: alice, alice2"
+            (yield other.next_line()), "* you are alice2; 2 in #lobby: alice, alice2"
         )
         self.assertEqual((yield alice.next_line()), "* alice2 joined")
 
@@ -148,7 +148,7 @@ class LoopbackChatTests(_LoopbackHarness):
         # DO SUPPRESS-GO-AHEAD and WILL TERMINAL-TYPE are refused (WONT, DONT) before the welcome.
         self.assertEqual(
             (yield telnet.next_line()),
-            "\\xff\\xfc\x03\\xff\\xfe\x18* you are bob; 2 online: alice, bob",
+            "\\xff\\xfc\x03\\xff\\xfe\x18* you are bob; 2 in #lobby: alice, bob",
         )
         self.assertEqual((yield alice.next_line()), "* bob joined")
         telnet.send(b"\xff\xfb\x01hi\r\n")

@@ -5,7 +5,7 @@ Tests for L{chatservice.core.limits}: admission by total and per source address.
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatservice.core.errors import ChatError
-from chatservice.core.limits import Admission, Refused
+from chatservice.core.limits import Admission, Limits, Refused
 
 
 class AdmissionTests(SynchronousTestCase):
@@ -88,3 +88,16 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(admission.total, 0)
         self.admit_all(admission, ["10.0.0.1", "10.0.0.2"])
         self.assertRaises(Refused, admission.admit, "10.0.0.3")
+
+
+class LimitsTests(SynchronousTestCase):
+    """The named limits' defaults, as the README and --help give them."""
+
+    def test_room_defaults(self):
+        """1000 rooms in the service, 20 per user."""
+        limits = Limits()
+        self.assertEqual((limits.max_rooms, limits.max_rooms_per_user), (1000, 20))
+
+    def test_refused_kind(self):
+        """A refused connection says why with its own kind."""
+        self.assertEqual(Refused.kind, "server-full")

@@ -7,7 +7,7 @@ from zope.interface.verify import verifyObject
 
 from chatservice.core.errors import ChatError, InvalidNick, NickInUse
 from chatservice.core.interfaces import INickRegistry
-from chatservice.core.names import fold
+from chatservice.core.names import ROOM_NAME_MAX, fold, is_room_name
 from chatservice.core.nicks import NICK_MAX_LENGTH, NickRegistry, casefold, validate
 
 
@@ -210,3 +210,24 @@ class NickRegistryTests(SynchronousTestCase):
         self.assertRaises(KeyError, self.registry.rename, "alice", "mallory", self.bob)
         self.assertIs(self.registry.holder("alice"), self.alice)
         self.assertIsNone(self.registry.holder("mallory"))
+
+
+class RoomNameTests(SynchronousTestCase):
+    """A room name is # and 1 to 50 ASCII letters, digits or -_. ; it folds like a nick."""
+
+    def test_accepts(self):
+        self.assertEqual(ROOM_NAME_MAX, 50)
+        for name in ["#a", "#lobby", "#Dev", "#dev-ops", "#a_b", "#v1.2", "#9", "#-", "#.",
+                     "#" + "x" * 50]:
+            self.assertTrue(is_room_name(name), name)
+
+    def test_refuses(self):
+        """No #, # alone, 51 characters, spaces, other punctuation, controls, non-ASCII."""
+        for name in ["", "#", "lobby", "##", "#a b", "#a,b", "#a!", "#a#", "&dev", "#dev\n",
+                     "#d\u00e9v", "#\u212aate", "#a/b", "#" + "x" * 51, " #dev"]:
+            self.assertFalse(is_room_name(name), repr(name))
+
+    def test_names_fold_like_nicks(self):
+        """#Dev and #dev are one room; the KELVIN SIGN is not a k (and is no room name)."""
+        self.assertEqual(fold("#Dev"), fold("#dev"))
+        self.assertEqual(fold("#DEV-Ops"), "#dev-ops")

@@ -154,7 +154,9 @@ class MakeServiceLoggingTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, self.directory)
 
     def made(self, *argv):
-        config = twistd_config(*argv)
+        # Every argv here ends with chatroom's own options: keep no history file
+        # (the default would be created in the working directory).
+        config = twistd_config(*argv, "--history", "none")
         options = config.subOptions
         self.assertIs(options.parent, config)
         return tap.makeService(options)

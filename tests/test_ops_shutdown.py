@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from chatservice import tap
 from chatservice.core.interfaces import IParticipant
+from chatservice.core.session import Session
 from tests import support
 
 GREETING = "* welcome to chatroom, what is your nickname?"
@@ -36,6 +37,7 @@ class HeldGoodbye:
     nick = None
     via = "fake"
     peer = "192.0.2.4:40000"
+    room = None
 
     def __init__(self):
         self.asked = defer.Deferred()
@@ -90,9 +92,9 @@ class StopAcceptingTests(TestCase):
         self.reactor = reactor
 
     def hold_the_grace(self, service):
-        """Put a L{HeldGoodbye} in the room; release it in cleanup whatever happens."""
+        """Connect a L{HeldGoodbye} (no nick chosen); release it in cleanup whatever happens."""
         held = HeldGoodbye()
-        service.room.enter(held)
+        Session(held, service.hub, service.registry, self.reactor).start()
         self.addCleanup(held.finish)
         return held
 
@@ -135,7 +137,7 @@ class StopAcceptingTests(TestCase):
         options = tap.Options()
         options.parseOptions(
             ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1",
-             "--shutdown-grace", "30"]
+             "--shutdown-grace", "30", "--history", "none"]
         )
         service = tap.makeService(options, reactor=self.reactor)
         with capturedLogs() as events:

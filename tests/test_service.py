@@ -21,22 +21,29 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from chatservice.core.interfaces import IParticipant
+from chatservice.core.events import Left
+from chatservice.core.hub import Hub
+from chatservice.core.interfaces import IHistoryStore, IParticipant
 from chatservice.core.limits import Admission
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
+from chatservice.core.session import Session
 from chatservice.service import ChatService
 
 
 @implementer(IParticipant)
 class ClosingParticipant:
-    """A participant whose C{close} is noted in C{journal} and fires on C{gone()}."""
+    """
+    A participant whose C{close} is noted in C{journal} (under C{label}, its
+    nick-to-be) and fires on C{gone()}.
+    """
 
     via = "fake"
     peer = "192.0.2.2:40000"
+    room = None
 
-    def __init__(self, nick, journal):
-        self.nick = nick
+    def __init__(self, label, journal):
+        self.nick = None  # the session sets it once the nick is reserved
+        self.label = label
         self._journal = journal
         self.reasons = []
         self._closing = []
@@ -52,7 +59,7 @@ class ClosingParticipant:
 
     def close(self, reason):
         self.reasons.append(reason)
-        self._journal.append(f"close {self.nick}: {reason}")
+        self._journal.append(f"close {self.label}: {reason}")
         d = defer.Deferred()
         self._closing.append(d)
         return d
@@ -107,19 +114,27 @@ class _StopHarness(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.journal = []
-        self.room = Room(clock=self.clock)
+        self.hub = self.make_hub()
+        self.registry = NickRegistry()
         self.service = ChatService(
-            self.room, NickRegistry(), Admission(10, 10), self.clock, grace=2.0
+            self.hub, self.registry, Admission(10, 10), self.clock, grace=2.0
         )
         self.alice = self.present("alice")
         self.bob = self.present("bob")
 
+    def make_hub(self):
+        return Hub(self.clock)
+
     def present(self, nick, joined=True):
+        """A user with a real session: joined as C{nick}, or still to choose a nick."""
         participant = ClosingParticipant(nick, self.journal)
         self.assertTrue(verifyObject(IParticipant, participant))
-        self.room.enter(participant)
+        Session(participant, self.hub, self.registry, self.clock).start(
+            nick if joined else None
+        )
+        self.clock.advance(0)  # the welcome's turn
         if joined:
-            self.room.join(participant)
+            self.assertEqual(participant.nick, nick)
         return participant
 
     def add_child(self, name, hold=False):
@@ -216,10 +231,9 @@ class StopTests(_StopHarness):
         self.alice.gone()
         self.bob.gone()
 
-    def test_empty_room_stops_at_once(self):
+    def test_nobody_connected_stops_at_once(self):
         clock = Clock()
-        room = Room(clock=clock)
-        service = ChatService(room, NickRegistry(), Admission(10, 10), clock)
+        service = ChatService(Hub(clock), NickRegistry(), Admission(10, 10), clock)
         child = NotingService("tcp", self.journal)
         child.setServiceParent(service)
         service.startService()
@@ -230,8 +244,10 @@ class StopTests(_StopHarness):
     def test_failing_close_does_not_stop_the_shutdown(self):
         @implementer(IParticipant)
         class Broken:
-            nick = "broken"
+            nick = None
             via = "fake"
+            peer = "192.0.2.9:40000"
+            room = None
 
             def deliver(self, events):
                 pass
@@ -245,7 +261,8 @@ class StopTests(_StopHarness):
             def close(self, reason):
                 raise RuntimeError("cannot close")
 
-        self.room.enter(Broken())
+        Session(Broken(), self.hub, self.registry, self.clock).start("broken")
+        self.clock.advance(0)
         child = self.add_child("tcp")
         self.service.startService()
         d = self.service.stopService()
@@ -253,6 +270,8 @@ class StopTests(_StopHarness):
         self.bob.gone()
         self.successResultOf(d)
         self.assertFalse(child.running)
+        # The session that ended it logs the failure; nobody else is held up by it.
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class StopOrderTests(_StopHarness):
@@ -376,6 +395,86 @@ class StopOrderTests(_StopHarness):
         self.assertNotIn("stop tcp", self.journal)
 
 
+@implementer(IHistoryStore)
+class KeepingStore:
+    """A history store that keeps what it is given, and has nothing to replay."""
+
+    def __init__(self):
+        self.recorded = []
+
+    def record(self, event):
+        self.recorded.append(event)
+
+    def recent(self, room, limit, before):
+        return defer.succeed([])
+
+    def newest_id(self):
+        return defer.succeed(0)
+
+
+class HistoryChild(Service):
+    """Stands for the history service: on stop it notes who it has recorded leaving."""
+
+    def __init__(self, store, journal):
+        self.setName("history")
+        self._store = store
+        self._journal = journal
+
+    def stopService(self):
+        super().stopService()
+        left = [e.nick for e in self._store.recorded if isinstance(e, Left)]
+        self._journal.append(f"stop history; recorded leaving: {', '.join(left)}")
+
+
+class HistoryStopTests(_StopHarness):
+    """
+    The history store is a child like any other, added first (as makeService
+    does): it stops after the goodbyes, so the leaves of the shutdown are in it.
+    """
+
+    def make_hub(self):
+        self.store = KeepingStore()
+        self.assertTrue(verifyObject(IHistoryStore, self.store))
+        return Hub(self.clock, history=self.store)
+
+    def test_history_stops_after_the_goodbyes_with_their_leaves(self):
+        HistoryChild(self.store, self.journal).setServiceParent(self.service)
+        self.service.add_stream_listener(NotingService("tcp", self.journal))
+        self.service.add_datagram_listener(NotingService("udp", self.journal))
+        self.service.startService()
+        d = self.service.stopService()
+        self.alice.gone()
+        self.assertNotIn("stop history", " ".join(self.journal))
+        self.bob.gone()
+        self.successResultOf(d)
+        self.assertEqual(
+            self.journal,
+            [
+                "stop tcp",
+                "close alice: server shutting down",
+                "close bob: server shutting down",
+                "stop udp",
+                "stop history; recorded leaving: alice, bob",
+            ],
+        )
+        [left_alice, left_bob] = [e for e in self.store.recorded if isinstance(e, Left)]
+        self.assertEqual(
+            (left_alice.rooms, left_alice.reason), (("#lobby",), "server shutting down")
+        )
+        self.assertLess(left_alice.id, left_bob.id)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_history_stops_after_the_grace_runs_out(self):
+        HistoryChild(self.store, self.journal).setServiceParent(self.service)
+        self.service.startService()
+        d = self.service.stopService()
+        self.clock.advance(1.9)
+        self.assertNotIn("stop history", " ".join(self.journal))
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertEqual(self.journal[-1], "stop history; recorded leaving: alice, bob")
+
+
 class CannotListenTests(SynchronousTestCase):
     """
     A port that cannot be had ends the process with status 1 when the service
@@ -385,7 +484,7 @@ class CannotListenTests(SynchronousTestCase):
     def service(self, exit_if_cannot_listen, during, pidfile=""):
         clock = Clock()
         service = ChatService(
-            Room(clock=clock), NickRegistry(), Admission(10, 10), clock,
+            Hub(clock), NickRegistry(), Admission(10, 10), clock,
             owns_process=True, exit_if_cannot_listen=exit_if_cannot_listen, pidfile=pidfile,
         )
         service.add_stream_listener(CannotListenService(during))
@@ -443,7 +542,7 @@ class CannotListenTests(SynchronousTestCase):
 
         clock = Clock()
         service = ChatService(
-            Room(clock=clock), NickRegistry(), Admission(10, 10), clock,
+            Hub(clock), NickRegistry(), Admission(10, 10), clock,
             owns_process=True, exit_if_cannot_listen=True,
         )
         service.add_stream_listener(Broken())
@@ -456,7 +555,7 @@ class LogObserverTests(SynchronousTestCase):
     def service(self, observer):
         clock = Clock()
         return ChatService(
-            Room(clock=clock), NickRegistry(), Admission(10, 10), clock, log_observer=observer
+            Hub(clock), NickRegistry(), Admission(10, 10), clock, log_observer=observer
         )
 
     def test_set_on_the_application(self):
@@ -496,7 +595,7 @@ class SignalTests(SynchronousTestCase):
 
     def service(self, **kwargs):
         return ChatService(
-            Room(clock=self.reactor), NickRegistry(), Admission(10, 10), self.reactor,
+            Hub(self.reactor), NickRegistry(), Admission(10, 10), self.reactor,
             **kwargs,
         )
 

@@ -11,10 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from chatservice.core.events import Refusal
 from chatservice.core.interfaces import INickRegistry
 from chatservice.core.limits import Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
+from chatservice.core.hub import Hub
 from chatservice.core.session import REGISTRY_TIMEOUT, Session
 from tests.fakes import FakeParticipant, RegistryError
 
@@ -75,11 +76,11 @@ class RegistryAnswerTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock = Clock()
-        self.room = Room(self.clock)
+        self.hub = Hub(self.clock)
 
     def connect(self, registry):
         participant = FakeParticipant()
-        session = Session(participant, self.room, registry, self.clock, Limits())
+        session = Session(participant, self.hub, registry, self.clock, Limits())
         session.start()
         self.clock.advance(0)
         participant.clear()
@@ -136,7 +137,7 @@ class RegistryAnswerTests(SynchronousTestCase):
         self.assertEqual((warning["nick"], warning["peer"]), (None, "192.0.2.1:50000"))
         self.assertEqual(alice.closed, [TIMED_OUT])
         self.assertEqual(registry.released, ["alice"])  # in case it is granted after all
-        self.assertEqual(self.room.connected, 0)
+        self.assertEqual(self.hub.connected, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_rename_never_answers(self):
@@ -177,7 +178,10 @@ class RegistryAnswerTests(SynchronousTestCase):
         [(_, reserve)] = registry.pending
         reserve.callback("alice")
         self.assertTrue(session.gone)
-        self.assertEqual(len(self.room), 0)
+        self.assertEqual(len(self.hub.default_room), 0)
+        self.assertIsNone(self.hub.find("alice"))
+        self.assertEqual(self.hub.connected, 0)
+        self.assertEqual(alice.closed, [TIMED_OUT])
 
 
 class NickPromptTests(SynchronousTestCase):
@@ -185,9 +189,9 @@ class NickPromptTests(SynchronousTestCase):
 
     def test_empty_line_gets_refusal_and_prompt(self):
         clock = Clock()
-        room = Room(clock)
+        hub = Hub(clock)
         alice = FakeParticipant()
-        session = Session(alice, room, NickRegistry(), clock, Limits())
+        session = Session(alice, hub, NickRegistry(), clock, Limits())
         session.start()
         clock.advance(0)
         alice.clear()
@@ -197,5 +201,9 @@ class NickPromptTests(SynchronousTestCase):
         self.assertEqual(
             alice.lines(),
             ["! type a nickname: it cannot be empty", "* what is your nickname?"] * 2,
+        )
+        self.assertEqual(
+            [event.kind for event in alice.events if isinstance(event, Refusal)],
+            ["invalid-nick"] * 2,
         )
         self.assertFalse(session.joined)

@@ -4,9 +4,13 @@ service C{makeService} wires (on a fake reactor), and plugin discovery.
 """
 
 import io
+import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 
 from twisted import copyright
@@ -20,11 +24,17 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from chatservice import __version__, tap
+from chatservice.backends import history as history_store
+from chatservice.core.errors import Unavailable
+from chatservice.core.events import Joined, Left
 from chatservice.core.flood import FloodPolicy
-from chatservice.core.interfaces import IParticipant
+from chatservice.core.ids import EPOCH, id_time
+from chatservice.core.interfaces import IHistoryStore, IParticipant
 from chatservice.core.limits import Limits
+from chatservice.core.session import Session
 from chatservice.listen import DatagramAddress
 from chatservice.service import ChatService
 from chatservice.frontends.line import LineChatFactory
@@ -71,6 +81,19 @@ def parse(*argv):
     return options
 
 
+def no_history(*argv):
+    """C{argv} with C{--history none}: a test must never create the default file in its cwd."""
+    return (*argv, "--history", "none")
+
+
+def temp_folder(case):
+    """A temporary folder removed after C{case} (not trial's mktemp: under pytest that
+    would be in the project folder)."""
+    folder = tempfile.mkdtemp(prefix="chatroom-tap-")
+    case.addCleanup(shutil.rmtree, folder, True)
+    return folder
+
+
 class OptionsTests(SynchronousTestCase):
     """Every option of C{twistd chatroom}, its default, and bad values."""
 
@@ -89,6 +112,13 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["login-timeout"], 60)
         self.assertEqual(options["udp-timeout"], 60)
         self.assertEqual(options["shutdown-grace"], 2)
+        self.assertEqual(options["default-room"], "#lobby")
+        self.assertEqual(options["max-rooms"], 1000)
+        self.assertEqual(options["max-rooms-per-user"], 20)
+        # In the working directory; tests pass --history none or a temporary path.
+        self.assertEqual(options["history"], "chatroom.sqlite3")
+        self.assertEqual(options["replay"], 20)
+        self.assertEqual(options["history-days"], 30)
 
     def test_default_limits(self):
         self.assertEqual(
@@ -102,6 +132,8 @@ class OptionsTests(SynchronousTestCase):
                 login_timeout=60.0,
                 udp_timeout=60.0,
                 shutdown_grace=2.0,
+                max_rooms=1000,
+                max_rooms_per_user=20,
             ),
         )
 
@@ -145,6 +177,10 @@ class OptionsTests(SynchronousTestCase):
             ("--login-timeout", "1.5", "login_timeout", 1.5),
             ("--udp-timeout", "9", "udp_timeout", 9.0),
             ("--shutdown-grace", "0.25", "shutdown_grace", 0.25),
+            ("--max-rooms", "3", "max_rooms", 3),
+            ("--max-rooms-per-user", "2", "max_rooms_per_user", 2),
+            ("--max-rooms", "1", "max_rooms", 1),
+            ("--max-rooms-per-user", "1", "max_rooms_per_user", 1),
         ]
         for option, value, field, expected in cases:
             limits = parse(option, value)["limits"]
@@ -194,6 +230,18 @@ class OptionsTests(SynchronousTestCase):
             ("--udp-timeout", "-3"),
             ("--shutdown-grace", "-1"),
             ("--shutdown-grace", "inf"),
+            ("--max-rooms", "0"),  # the default room is always there
+            ("--max-rooms", "-1"),
+            ("--max-rooms", "many"),
+            ("--max-rooms-per-user", "0"),  # everyone is in the default room
+            ("--max-rooms-per-user", "-2"),
+            ("--max-rooms-per-user", "1.5"),
+            ("--history", ""),
+            ("--replay", "-1"),
+            ("--replay", "all"),
+            ("--replay", "2.5"),
+            ("--history-days", "-1"),
+            ("--history-days", "forever"),
         ]
         for argv in bad:
             self.assertRaises(usage.UsageError, parse, *argv)
@@ -221,7 +269,8 @@ class OptionsTests(SynchronousTestCase):
         for name in (
             "tcp", "udp", "max-line", "max-backlog", "flood-rate", "flood-burst", "flood-queue",
             "max-clients", "max-per-ip", "login-timeout", "udp-timeout", "shutdown-grace",
-            "log-level", "version",
+            "default-room", "max-rooms", "max-rooms-per-user", "history", "replay",
+            "history-days", "log-level", "version",
         ):
             self.assertIn(f"--{name}", text)
 
@@ -249,12 +298,55 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(out.getvalue(), f"chatroom {__version__} (Twisted {copyright.version})\n")
 
 
+class RoomAndHistoryOptionsTests(SynchronousTestCase):
+    """--default-room, --max-rooms, --max-rooms-per-user, --history, --replay, --history-days."""
+
+    def test_default_room(self):
+        for name in ("#dev", "#Dev-1_x.y", "#" + "a" * 50, "#1"):
+            self.assertEqual(parse("--default-room", name)["default-room"], name)
+
+    def test_default_room_must_be_a_room_name(self):
+        for name in ("lobby", "#", "", "#" + "a" * 51, "#a b", "#caf\u00e9", "##", "#a,b",
+                     " #lobby"):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--default-room", name)
+            self.assertIn("--default-room", str(caught.exception), name)
+            self.assertIn("a room name is #", str(caught.exception), name)
+
+    def test_max_rooms_at_least_1(self):
+        for name in ("max-rooms", "max-rooms-per-user"):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(f"--{name}", "0")
+            self.assertEqual(str(caught.exception), f"--{name} must be at least 1")
+
+    def test_history_path(self):
+        self.assertEqual(parse("--history", "/var/lib/chat/h.db")["history"], "/var/lib/chat/h.db")
+        self.assertEqual(parse("--history=rel/h.db")["history"], "rel/h.db")
+
+    def test_history_none_keeps_none(self):
+        self.assertIsNone(parse("--history", "none")["history"])
+
+    def test_empty_history_is_an_error(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--history", "")
+        self.assertIn("--history", str(caught.exception))
+        self.assertIn("none", str(caught.exception))
+
+    def test_replay(self):
+        self.assertEqual(parse("--replay", "0")["replay"], 0)
+        self.assertEqual(parse("--replay", "200")["replay"], 200)
+
+    def test_history_days(self):
+        self.assertEqual(parse("--history-days", "0")["history-days"], 0)
+        self.assertEqual(parse("--history-days", "7")["history-days"], 7)
+
+
 class MakeServiceTests(SynchronousTestCase):
     """makeService wires listeners onto the reactor it is given."""
 
     def make(self, *argv):
         reactor = UDPMemoryReactor()
-        service = tap.makeService(parse(*argv), reactor=reactor)
+        service = tap.makeService(parse(*no_history(*argv)), reactor=reactor)
         return reactor, service
 
     def test_tcp_and_udp_listen(self):
@@ -315,14 +407,39 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         factory = reactor.tcpServers[0][1]
         protocol = reactor.udpServers[0][1]
-        self.assertIs(factory.room, service.room)
+        self.assertIs(factory.hub, service.hub)
         self.assertIs(factory.registry, service.registry)
         self.assertIs(factory.admission, service.admission)
-        self.assertIs(protocol.room, service.room)
+        self.assertIs(protocol.hub, service.hub)
         self.assertIs(protocol.registry, service.registry)
         self.assertEqual(factory.limits.max_line, 99)
         self.assertEqual(factory.limits.max_clients, 5)
         self.assertIs(factory.clock, reactor)
+
+    def test_room_options_reach_the_hub_and_the_limits(self):
+        reactor, service = self.make(
+            "--tcp", "7000", "--udp", "7001", "--default-room", "#Main",
+            "--max-rooms", "7", "--max-rooms-per-user", "3",
+        )
+        self.assertEqual(service.hub.default_room.name, "#Main")
+        self.assertEqual(service.hub.rooms(), (("#Main", 0, ""),))
+        service.startService()
+        for limits in (reactor.tcpServers[0][1].limits, reactor.udpServers[0][1].limits):
+            self.assertEqual((limits.max_rooms, limits.max_rooms_per_user), (7, 3))
+
+    def test_history_none_keeps_no_history(self):
+        reactor, service = self.make("--tcp", "7000", "--udp", "off")
+        self.assertEqual(
+            [child for child in service if isinstance(child, history_store.HistoryService)], []
+        )
+        self.assertEqual(service.hub.turn.sinks, [])
+        # /history says so, and joining replays nothing.
+        user = _HeldParticipant([])
+        Session(user, service.hub, service.registry, reactor).start("alice")
+        reactor.advance(0)
+        self.assertRaises(
+            Unavailable, service.hub.history, user, service.hub.default_room, 5
+        )
 
     def test_given_reactor_leaves_signals_alone(self):
         """Only twistd's global reactor has its SIGTERM taken over."""
@@ -335,7 +452,9 @@ class MakeServiceTests(SynchronousTestCase):
     def test_logs_where_each_listener_listens(self):
         reactor = UDPMemoryReactor()
         service = tap.makeService(
-            parse("--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "udp:4568:interface=127.0.0.1"),
+            parse(*no_history(
+                "--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "udp:4568:interface=127.0.0.1"
+            )),
             reactor=reactor,
         )
         with capturedLogs() as events:
@@ -354,7 +473,7 @@ class MakeServiceTests(SynchronousTestCase):
         """With a reactor given (not twistd's), the error is raised, not turned into an exit."""
         taken = CannotListenError("127.0.0.1", 4567, OSError(98, "Address already in use"))
         service = tap.makeService(
-            parse("--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "off"),
+            parse(*no_history("--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "off")),
             reactor=RaisingMemoryReactor(listenException=taken),
         )
         with capturedLogs() as events:
@@ -413,6 +532,7 @@ class _HeldParticipant:
     nick = None
     via = "fake"
     peer = "192.0.2.3:40000"
+    room = None
 
     def __init__(self, journal):
         self._journal = journal
@@ -435,22 +555,68 @@ class _HeldParticipant:
         self._closing.callback(None)
 
 
+def connect_user(service, reactor, participant, nick=None):
+    """Give C{participant} a real session on C{service}, joined as C{nick} if given."""
+    Session(participant, service.hub, service.registry, reactor).start(nick)
+    reactor.advance(0)
+    return participant
+
+
+@implementer(IHistoryStore)
+class JournalStore:
+    """
+    Stands in for L{history_store.SQLiteHistory} (same constructor): keeps what
+    it is given and notes its start and stop, with the leaves it holds by then.
+    """
+
+    def __init__(self, journal, path, clock, retention_days=0):
+        self.path = path
+        self.retention_days = retention_days
+        self.recorded = []
+        self.asked = []
+        self._journal = journal
+
+    def start(self):
+        self._journal.append("history starts")
+        return defer.succeed(None)
+
+    def stop(self):
+        left = [e.nick for e in self.recorded if isinstance(e, Left)]
+        self._journal.append(f"history stops; leaves recorded: {left}")
+        return defer.succeed(None)
+
+    def record(self, event):
+        self.recorded.append(event)
+
+    def recent(self, room, limit, before):
+        self.asked.append((room, limit, before))
+        return defer.succeed([])
+
+    def newest_id(self):
+        return defer.succeed(0)
+
+    def prune(self, now):
+        return defer.succeed(0)
+
+
 class ShutdownOrderTests(SynchronousTestCase):
     """
     As makeService wires it: the TCP port closes before anyone is told
-    goodbye, and the UDP port stays open until the goodbyes are done.
+    goodbye, the UDP port stays open until the goodbyes are done, and the
+    history stops last, with the leaves of the shutdown in it.
     """
 
     def test_tcp_closes_first_udp_last(self):
         journal = []
         reactor = JournalReactor(journal)
         service = tap.makeService(
-            parse("--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "udp:4568:interface=127.0.0.1"),
+            parse(*no_history(
+                "--tcp", "tcp:4567:interface=127.0.0.1", "--udp", "udp:4568:interface=127.0.0.1"
+            )),
             reactor=reactor,
         )
         service.startService()
-        user = _HeldParticipant(journal)
-        service.room.enter(user)
+        user = connect_user(service, reactor, _HeldParticipant(journal))  # no nick yet
         d = service.stopService()
         reactor.advance(0)  # the room's end-of-turn flush
         self.assertEqual(journal, ["TCP stops listening", "goodbye: server shutting down"])
@@ -467,16 +633,156 @@ class ShutdownOrderTests(SynchronousTestCase):
         journal = []
         reactor = JournalReactor(journal)
         service = tap.makeService(
-            parse("--tcp", "7000", "--udp", "7001", "--shutdown-grace", "3"), reactor=reactor
+            parse(*no_history("--tcp", "7000", "--udp", "7001", "--shutdown-grace", "3")),
+            reactor=reactor,
         )
         service.startService()
-        service.room.enter(_HeldParticipant(journal))  # never finishes its goodbye
+        # Never finishes its goodbye.
+        connect_user(service, reactor, _HeldParticipant(journal), "alice")
         d = service.stopService()
         reactor.advance(2.9)
         self.assertNotIn("UDP stops listening", journal)
         reactor.advance(0.1)
         self.assertEqual(journal[-1], "UDP stops listening")
         self.successResultOf(d)
+
+    def test_history_stops_after_the_goodbyes_with_the_leaves_in_it(self):
+        journal = []
+        reactor = JournalReactor(journal)
+        reactor.advance(1_800_000_000)
+        self.patch(
+            history_store, "SQLiteHistory",
+            lambda path, clock, retention_days: JournalStore(journal, path, clock, retention_days),
+        )
+        path = os.path.join(temp_folder(self), "history.sqlite3")
+        service = tap.makeService(
+            parse("--tcp", "7000", "--udp", "7001", "--history", path), reactor=reactor
+        )
+        service.startService()
+        self.assertEqual(journal, ["history starts"])
+        alice = connect_user(service, reactor, _HeldParticipant(journal), "alice")
+        bob = connect_user(service, reactor, _HeldParticipant(journal), "bob")
+        d = service.stopService()
+        reactor.advance(0)
+        alice.gone()
+        reactor.advance(0)
+        self.assertEqual(journal[-1], "goodbye: server shutting down")
+        bob.gone()
+        reactor.advance(0)
+        self.assertEqual(
+            journal,
+            [
+                "history starts",
+                "TCP stops listening",
+                "goodbye: server shutting down",
+                "goodbye: server shutting down",
+                "UDP stops listening",
+                "history stops; leaves recorded: ['alice', 'bob']",
+            ],
+        )
+        self.successResultOf(d)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+
+class MakeServiceHistoryTests(SynchronousTestCase):
+    """
+    C{--history PATH}: the file is checked (and created) before anything
+    listens, a L{history_store.HistoryService} child runs the store, the hub
+    records to it and replays from it, and ids start above the newest stored.
+    """
+
+    def setUp(self):
+        self.folder = temp_folder(self)
+        self.path = os.path.join(self.folder, "history.sqlite3")
+        self.reactor = UDPMemoryReactor()
+        self.reactor.advance(1_800_000_000)  # 2027: ids from a clock at 0 would be negative
+
+    def make(self, *argv):
+        return tap.makeService(
+            parse("--tcp", "7000", "--udp", "off", "--history", self.path, *argv),
+            reactor=self.reactor,
+        )
+
+    def test_history_service_runs_the_store(self):
+        service = self.make("--history-days", "7")
+        self.assertTrue(os.path.exists(self.path), "prepare creates the file at once")
+        [child] = [c for c in service if isinstance(c, history_store.HistoryService)]
+        store = child.store
+        self.assertIsInstance(store, history_store.SQLiteHistory)
+        self.assertTrue(verifyObject(IHistoryStore, store))
+        self.assertEqual((store.path, store.retention_days), (self.path, 7))
+        self.assertEqual(service.hub.turn.sinks, [store])
+        self.assertEqual(history_store.prepare(self.path), 0)
+
+    def fake_store(self):
+        """Make the next makeService build a L{JournalStore}; fire with it."""
+        made = []
+
+        def factory(path, clock, retention_days):
+            made.append(JournalStore([], path, clock, retention_days))
+            return made[-1]
+
+        self.patch(history_store, "SQLiteHistory", factory)
+        return made
+
+    def test_replay_asks_the_store_for_the_last_n_lines(self):
+        made = self.fake_store()
+        service = self.make("--replay", "7", "--default-room", "#Main")
+        [store] = made
+        user = connect_user(service, self.reactor, _HeldParticipant([]), "alice")
+        [(room, limit, before)] = store.asked
+        self.assertEqual((room, limit), ("#main", 7))
+        [joined] = [e for e in store.recorded if isinstance(e, Joined)]
+        self.assertEqual((joined.nick, joined.room, before), ("alice", "#Main", joined.id))
+        self.assertEqual(user.room, "#Main")
+
+    def test_replay_0_asks_nothing(self):
+        made = self.fake_store()
+        service = self.make("--replay", "0")
+        [store] = made
+        connect_user(service, self.reactor, _HeldParticipant([]), "alice")
+        self.assertEqual(store.asked, [])
+        self.assertEqual([type(e) for e in store.recorded], [Joined])
+
+    def test_ids_start_above_the_newest_stored(self):
+        """A restart must not issue an id the history already holds, even one from ahead."""
+        history_store.prepare(self.path)
+        newest = ((int((1_900_000_000 - EPOCH) * 1000)) << 22) | 5  # a 2030 id, node 0
+        with sqlite3.connect(self.path) as connection:
+            connection.execute(
+                "INSERT INTO events (id, time, room_key, room, kind, nick, text)"
+                " VALUES (?, ?, '#lobby', '#lobby', 'said', 'alice', 'from the future')",
+                (newest, id_time(newest)),
+            )
+        connection.close()
+        self.assertEqual(history_store.prepare(self.path), newest)
+        service = self.make()
+        issued = service.hub.ids.next()
+        self.assertGreater(issued, newest)
+        self.assertGreater(service.hub.ids.next(), issued)
+
+    def test_a_bad_file_is_raised_with_a_reactor_given(self):
+        with open(self.path, "wb") as f:
+            f.write(b"not a database\n" * 20)
+        with self.assertRaises(history_store.HistoryFileError) as caught:
+            self.make()
+        self.assertIn(self.path, str(caught.exception))
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"not a database\n" * 20)
+        self.assertEqual(sorted(os.listdir(self.folder)), ["history.sqlite3"])
+
+    def test_a_bad_file_under_twistd_is_one_line_and_exit_1(self):
+        """The global reactor: the service owns the process (end to end in test_history_e2e)."""
+        with open(self.path, "wb") as f:
+            f.write(b"not a database\n" * 20)
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as raised:
+            tap.makeService(parse("--tcp", "7000", "--udp", "off", "--history", self.path))
+        self.assertEqual(raised.exception.code, 1)
+        [line] = err.getvalue().splitlines()
+        self.assertTrue(line.startswith(f"chatroom: History file {self.path} "), line)
+        self.assertIn("left untouched", line)
 
 
 class PluginTests(SynchronousTestCase):

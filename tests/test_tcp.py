@@ -2,7 +2,7 @@
 Tests for L{chatservice.frontends.line}: the line protocol telnet and nc users speak.
 
 Units: each connection is a L{LineChatProtocol} built by the factory on a
-L{StringTransport}; time is a L{Clock}.  The room hands out what a reactor
+L{StringTransport}; time is a L{Clock}.  The hub hands out what a reactor
 turn published at the end of the turn (C{clock.callLater(0, ...)}), so every
 check of output first runs that turn with C{clock.advance(0)}.
 """
@@ -18,12 +18,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from chatservice.core.commands import HELP_LINES
 from chatservice.core.events import Notice
 from chatservice.core.flood import FloodPolicy
+from chatservice.core.hub import Hub
 from chatservice.core.interfaces import IParticipant
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
 from chatservice.frontends.line import LineChatFactory, LineChatProtocol, SendQueue
 from chatservice.frontends.telnet import TelnetDecoder
 from tests import support
@@ -37,20 +38,13 @@ TM_ANSWER = IAC + WILL + TM
 
 GREETING = b"* welcome to chatroom, what is your nickname?\r\n"
 ASK_AGAIN = b"* what is your nickname?\r\n"
-HELP = (
-    b"* commands:\r\n"
-    b"*   /who               list everyone online and how they are connected\r\n"
-    b"*   /msg NICK text     send text to NICK only\r\n"
-    b"*   /me text           show an action: * you text\r\n"
-    b"*   /nick NAME         change your nickname\r\n"
-    b"*   /quit [reason]     leave\r\n"
-    b"*   /help              this list\r\n"
-    b"*   //text             send a line that starts with /\r\n"
-)
+#: /help as a TCP user reads it: one "* " line per line of the list (the list itself is
+#: pinned in tests.test_commands), each ending in CRLF.
+HELP = b"".join(b"* " + line.encode() + b"\r\n" for line in HELP_LINES)
 
 
 class _Harness(SynchronousTestCase):
-    """Builds a room and factory on a Clock; connects users to it."""
+    """Builds a hub and factory on a Clock; connects users to it."""
 
     limits = Limits()
     factory_class = LineChatFactory
@@ -58,10 +52,10 @@ class _Harness(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.registry = NickRegistry()
-        self.room = Room(clock=self.clock)
+        self.hub = Hub(self.clock)
         self.admission = Admission(self.limits.max_clients, self.limits.max_per_ip)
         self.factory = self.factory_class(
-            self.room, self.registry, self.clock, self.admission, self.limits
+            self.hub, self.registry, self.clock, self.admission, self.limits
         )
         self._next_port = 50000
 
@@ -122,7 +116,7 @@ class ConnectingTests(_Harness):
         self.clock.advance(0)
         self.assertEqual(
             out.value(),
-            GREETING + b"* you are alice; 1 online: alice\r\n* type /help for commands\r\n",
+            GREETING + b"* you are alice; 1 in #lobby: alice\r\n* type /help for commands\r\n",
         )
         self.assertEqual(proto.nick, "alice")
 
@@ -133,7 +127,7 @@ class ConnectingTests(_Harness):
         self.assertEqual(proto.nick, "alice")
         self.assertEqual(
             out.value(),
-            GREETING + b"* you are alice; 1 online: alice\r\n* type /help for commands\r\n",
+            GREETING + b"* you are alice; 1 in #lobby: alice\r\n* type /help for commands\r\n",
         )
 
     def test_nick_split_over_chunks(self):
@@ -150,7 +144,7 @@ class ConnectingTests(_Harness):
         self.clock.advance(0)
         self.assertEqual(
             bob_out.value(),
-            GREETING + b"* you are bob; 2 online: alice, bob\r\n* type /help for commands\r\n",
+            GREETING + b"* you are bob; 2 in #lobby: alice, bob\r\n* type /help for commands\r\n",
         )
         self.assertEqual(alice_out.value(), b"* bob joined\r\n")
 
@@ -169,7 +163,7 @@ class ConnectingTests(_Harness):
         proto.dataReceived(b"nine\n")
         self.clock.advance(0)
         self.assertEqual(
-            out.value(), b"* you are nine; 1 online: nine\r\n* type /help for commands\r\n"
+            out.value(), b"* you are nine; 1 in #lobby: nine\r\n* type /help for commands\r\n"
         )
 
     def test_nick_with_bad_characters_refused(self):
@@ -199,7 +193,7 @@ class ConnectingTests(_Harness):
         self.clock.advance(0)
         self.assertEqual(
             out.value(),
-            b"* you are alice2; 2 online: alice, alice2\r\n* type /help for commands\r\n",
+            b"* you are alice2; 2 in #lobby: alice, alice2\r\n* type /help for commands\r\n",
         )
 
     def test_trailing_cr_never_part_of_nick(self):
@@ -207,25 +201,52 @@ class ConnectingTests(_Harness):
         proto.dataReceived(b"alice\r\r\n")
         self.clock.advance(0)
         self.assertEqual(proto.nick, "alice")
-        self.assertEqual(self.room.find("alice"), proto)
+        self.assertEqual(self.hub.find("alice"), proto)
 
     def test_leaving_before_joining_is_silent(self):
         (alice, alice_out), = self.connect_all("alice")
         proto, out = self.open()
         self.lose(proto)
         self.assertEqual(alice_out.value(), b"")
-        self.assertEqual(self.room.connected, 1)
+        self.assertEqual(self.hub.connected, 1)
 
 
 class ClosingTests(_Harness):
-    """close() ends the session at once and never waits forever on a peer that does not read."""
+    """
+    The session alone ends a session: close() only says goodbye and hangs up, and
+    never waits forever on a peer that does not read.
+    """
 
-    def test_close_frees_the_nick_at_once(self):
+    def test_session_end_frees_the_nick_at_once_and_hangs_up(self):
         (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
-        alice.close("server shutting down")
-        self.clock.advance(0)
+        d = alice._session.end("kicked", goodbye="you were kicked")
         self.assertIsNone(self.registry.holder("alice"))
+        self.assertIsNone(self.hub.find("alice"))
+        self.assertEqual(alice_out.value(), b"* you were kicked\r\n")
         self.assertTrue(alice_out.disconnecting)
+        self.clock.advance(0)
+        self.assertEqual(bob_out.value(), b"* alice left (kicked)\r\n")
+        self.assertNoResult(d)
+        self.lose(alice, ConnectionDone)
+        self.successResultOf(d)
+        # The connection's end is not a second leave.
+        self.assertEqual(bob_out.value(), b"* alice left (kicked)\r\n")
+        self.assertEqual(self.hub.connected, 1)
+
+    def test_close_hangs_up_without_ending_the_session(self):
+        """close() is the session's call to hang up; it never ends the session itself."""
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        d = alice.close("goodbye")
+        self.clock.advance(0)
+        self.assertEqual(alice_out.value(), b"* goodbye\r\n")
+        self.assertTrue(alice_out.disconnecting)
+        self.assertIs(self.registry.holder("alice"), alice._session)
+        self.assertEqual(bob_out.value(), b"")
+        # The connection's end is what tells the session, once.
+        self.lose(alice, ConnectionDone)
+        self.successResultOf(d)
+        self.assertIsNone(self.registry.holder("alice"))
+        self.assertEqual(bob_out.value(), b"* alice left (connection lost)\r\n")
 
     def test_close_of_a_non_reader_is_cut_after_the_grace(self):
         from chatservice.frontends.line import CLOSE_GRACE
@@ -330,6 +351,11 @@ class ChattingTests(_Harness):
         self.clock.advance(0)
         self.assertEqual(alice_out.value(), HELP)
         self.assertEqual(bob_out.value(), b"")
+        lines = alice_out.value().split(b"\r\n")[:-1]
+        self.assertEqual(lines[0], b"* commands:")
+        for command in (b"/join #room", b"/part [#room]", b"/rooms", b"/who [#room]",
+                        b"/topic [#room]", b"/history [#room]", b"/msg NICK", b"/quit"):
+            self.assertTrue(any(line.startswith(b"*   " + command) for line in lines), command)
 
     def test_help_before_joining(self):
         proto, out = self.open()
@@ -341,7 +367,7 @@ class ChattingTests(_Harness):
         (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
         bob.dataReceived(b"/who\n")
         self.clock.advance(0)
-        self.assertEqual(bob_out.value(), b"* 2 online: alice (tcp), bob (tcp)\r\n")
+        self.assertEqual(bob_out.value(), b"* 2 in #lobby: alice (tcp), bob (tcp)\r\n")
         self.assertEqual(alice_out.value(), b"")
 
     def test_who_keeps_joining_order_after_rename(self):
@@ -353,7 +379,7 @@ class ChattingTests(_Harness):
         bob.dataReceived(b"/who\n")
         self.clock.advance(0)
         self.assertEqual(
-            bob_out.value(), b"* 3 online: alicia (tcp), bob (tcp), carol (tcp)\r\n"
+            bob_out.value(), b"* 3 in #lobby: alicia (tcp), bob (tcp), carol (tcp)\r\n"
         )
 
     def test_msg_is_private(self):
@@ -426,7 +452,7 @@ class ChattingTests(_Harness):
         self.assertEqual(bob_out.value(), b"* alice left (off to bed)\r\n")
         self.lose(alice, ConnectionDone)
         self.assertEqual(bob_out.value(), b"* alice left (off to bed)\r\n")
-        self.assertEqual(self.room.connected, 1)
+        self.assertEqual(self.hub.connected, 1)
         self.assertIsNone(self.registry.holder("alice"))
 
     def test_quit_without_reason(self):
@@ -464,7 +490,7 @@ class ChattingTests(_Harness):
         self.lose(alice)
         self.assertEqual(bob_out.value(), b"* alice left (connection lost)\r\n")
         self.assertIsNone(self.registry.holder("alice"))
-        self.assertEqual(self.room.connected, 1)
+        self.assertEqual(self.hub.connected, 1)
 
     def test_lines_before_connection_lost_come_first(self):
         (alice, _), (bob, bob_out) = self.connect_all("alice", "bob")
@@ -483,6 +509,196 @@ class ChattingTests(_Harness):
             self.assertTrue(data.endswith(b"\r\n"))
             self.assertEqual(data.count(b"\n"), data.count(b"\r\n"))
             self.assertEqual(data.count(b"\r"), data.count(b"\r\n"))
+
+
+class RoomTests(_Harness):
+    """
+    Rooms on the line protocol (issue 9): a current room whose lines look as before,
+    other rooms' lines marked with the room, user events shown once.
+    """
+
+    def say(self, proto, *lines):
+        """C{proto} types C{lines} (nc style), then the turn ends."""
+        proto.dataReceived(b"".join(line + b"\n" for line in lines))
+        self.clock.advance(0)
+
+    def read(self, out):
+        """The lines C{out} received since the last read, without their CRLF; clears it."""
+        data = out.value()
+        out.clear()
+        self.assertTrue(data == b"" or data.endswith(b"\r\n"), data)
+        return data.decode("utf-8").split("\r\n")[:-1]
+
+    def test_everyone_lands_in_the_lobby(self):
+        (alice, _), (bob, bob_out) = self.connect_all("alice", "bob")
+        self.assertEqual(alice.room, "#lobby")
+        self.assertEqual([room.name for room in self.hub.rooms_of(bob)], ["#lobby"])
+        self.say(bob, b"/who")
+        self.assertEqual(self.read(bob_out), ["* 2 in #lobby: alice (tcp), bob (tcp)"])
+
+    def test_current_room_unmarked_other_rooms_marked(self):
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        self.say(alice, b"/join #dev")
+        self.assertEqual(self.read(alice_out), ["* you joined #dev; 1 here: alice"])
+        self.assertEqual(self.read(bob_out), [])  # bob is not in #dev
+        self.assertEqual(alice.room, "#dev")
+        # alice's lines go to #dev now; the lobby still reaches her, marked.
+        self.say(bob, b"still in the lobby")
+        self.assertEqual(self.read(alice_out), ["[#lobby] bob: still in the lobby"])
+        self.say(alice, b"/join #lobby")  # already a member: only the current room changes
+        self.assertEqual(self.read(alice_out), ["* your lines go to #lobby"])
+        self.say(bob, b"/join #dev")
+        self.assertEqual(self.read(bob_out), ["* you joined #dev; 2 here: alice, bob"])
+        self.assertEqual(self.read(alice_out), ["[#dev] * bob joined"])
+        self.say(bob, b"text", b"/me waves")
+        self.assertEqual(self.read(alice_out), ["[#dev] bob: text", "[#dev] * bob waves"])
+        self.say(alice, b"from the lobby")
+        self.assertEqual(self.read(bob_out), ["[#lobby] alice: from the lobby"])
+        # In the current room, exactly as before rooms existed.
+        self.say(alice, b"/join #dev")
+        self.assertEqual(self.read(alice_out), ["* your lines go to #dev"])
+        self.say(bob, b"text")
+        self.say(alice, b"/me nods", b"reply")
+        self.assertEqual(self.read(alice_out), ["bob: text"])
+        self.assertEqual(self.read(bob_out), ["* alice nods", "alice: reply"])
+
+    def test_one_turn_across_two_rooms_keeps_its_order(self):
+        """A user in two rooms sees one turn's lines from both in the order they were said."""
+        (alice, _), (bob, bob_out), (carol, _) = self.connect_all("alice", "bob", "carol")
+        self.say(alice, b"/join #dev")
+        self.say(bob, b"/join #dev", b"/join #lobby")
+        self.read(bob_out)
+        for n in range(3):
+            alice.dataReceived(b"dev %d\n" % n)
+            carol.dataReceived(b"lobby %d\n" % n)
+        deliveries = []
+        deliver = bob.deliver
+        bob.deliver = lambda batch: deliveries.append(batch) or deliver(batch)
+        self.clock.advance(0)
+        self.assertEqual(len(deliveries), 1)
+        self.assertEqual(
+            self.read(bob_out),
+            [line for n in range(3) for line in (f"[#dev] alice: dev {n}", f"carol: lobby {n}")],
+        )
+
+    def join_both(self):
+        """alice and bob in #lobby and #dev, carol in the lobby only, dave in #dev only."""
+        users = self.connect_all("alice", "bob", "carol", "dave")
+        (alice, _), (bob, _), (carol, _), (dave, _) = users
+        for proto in (alice, bob, dave):
+            self.say(proto, b"/join #dev")
+        self.say(dave, b"/part #lobby")
+        for _, out in users:
+            out.clear()
+        return users
+
+    def test_rename_reaches_each_user_once(self):
+        (alice, alice_out), (bob, bob_out), (carol, carol_out), (dave, dave_out) = (
+            self.join_both()
+        )
+        self.say(alice, b"/nick alicia")
+        for out in (alice_out, bob_out, carol_out, dave_out):
+            self.assertEqual(self.read(out), ["* alice is now known as alicia"])
+
+    def test_quit_reaches_each_user_once(self):
+        (alice, alice_out), (bob, bob_out), (carol, carol_out), (dave, dave_out) = (
+            self.join_both()
+        )
+        self.say(alice, b"/quit off")
+        self.assertEqual(self.read(alice_out), ["* goodbye"])
+        for out in (bob_out, carol_out, dave_out):
+            self.assertEqual(self.read(out), ["* alice left (off)"])
+        self.lose(alice, ConnectionDone)
+        for out in (bob_out, carol_out, dave_out):
+            self.assertEqual(self.read(out), [])
+
+    def test_connection_lost_reaches_each_user_once(self):
+        (alice, _), (bob, bob_out), (carol, carol_out), (dave, dave_out) = self.join_both()
+        self.lose(alice)
+        for out in (bob_out, carol_out, dave_out):
+            self.assertEqual(self.read(out), ["* alice left (connection lost)"])
+        self.assertEqual(self.hub.who(self.hub.room("#dev")), (("bob", "tcp"), ("dave", "tcp")))
+
+    def test_user_events_reach_nobody_outside_the_rooms(self):
+        (alice, alice_out), (bob, bob_out), (carol, carol_out), (dave, dave_out) = (
+            self.join_both()
+        )
+        self.say(carol, b"/join #elsewhere", b"/part #lobby")
+        self.assertEqual(self.read(bob_out), ["[#lobby] * carol left the room"])
+        carol_out.clear()
+        self.say(alice, b"/nick alicia", b"/quit")
+        self.assertEqual(self.read(carol_out), [])
+        self.assertEqual(
+            self.read(bob_out), ["* alice is now known as alicia", "* alicia left (quit)"]
+        )
+
+    def test_part_is_shown_to_the_room_with_its_reason(self):
+        (alice, alice_out), (bob, bob_out) = self.join_both()[:2]
+        self.say(bob, b"/part #dev see you in the lobby")
+        self.assertEqual(self.read(bob_out), ["* you left #dev; your lines go to #lobby"])
+        self.assertEqual(self.read(alice_out), ["* bob left the room (see you in the lobby)"])
+        self.say(bob, b"/part")
+        self.assertEqual(
+            self.read(bob_out), ["* you left #lobby; you are in no room now (/join #room)"]
+        )
+        self.assertEqual(self.read(alice_out), ["[#lobby] * bob left the room"])
+
+    def test_rooms_lists_every_room_with_count_and_topic(self):
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        self.say(alice, b"/join #dev", b"/topic release on friday")
+        self.assertEqual(
+            self.read(alice_out),
+            ["* you joined #dev; 1 here: alice", "* alice set the topic: release on friday"],
+        )
+        self.assertEqual(self.read(bob_out), [])  # topic changes go to the room's members
+        self.say(bob, b"/rooms")
+        self.assertEqual(
+            self.read(bob_out),
+            ["* 2 rooms:", "*   #dev (1): release on friday", "*   #lobby (2)"],
+        )
+        self.say(bob, b"/join #Dev")  # names fold as nicks do; the creator's spelling stays
+        self.assertEqual(
+            self.read(bob_out),
+            ["* you joined #dev; 2 here: alice, bob; topic: release on friday"],
+        )
+        self.say(bob, b"/who")
+        self.assertEqual(self.read(bob_out), ["* 2 in #dev: alice (tcp), bob (tcp)"])
+
+    def test_an_empty_room_disappears_from_rooms(self):
+        (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
+        self.say(alice, b"/join #dev", b"/join #ops")
+        self.say(bob, b"/rooms")
+        self.assertEqual(
+            self.read(bob_out), ["* 3 rooms:", "*   #dev (1)", "*   #lobby (2)", "*   #ops (1)"]
+        )
+        self.say(alice, b"/part #dev")
+        self.assertEqual(self.read(alice_out)[-1], "* you left #dev; your lines go to #ops")
+        self.lose(alice)  # the last one in #ops goes
+        self.say(bob, b"/rooms")
+        self.assertEqual(self.read(bob_out), ["* alice left (connection lost)", "* 1 room:",
+                                              "*   #lobby (1)"])
+        # The default room stays, even empty.
+        self.say(bob, b"/part", b"/rooms")
+        self.assertEqual(
+            self.read(bob_out),
+            ["* you left #lobby; you are in no room now (/join #room)", "* 1 room:",
+             "*   #lobby (0)"],
+        )
+
+    def test_refusals(self):
+        (alice, alice_out), = self.connect_all("alice")
+        self.say(alice, b"/join dev", b"/part #nowhere", b"/who #nowhere")
+        self.assertEqual(
+            self.read(alice_out),
+            ["! not a room name: dev (# and 1 to 50 letters, digits or -_.)",
+             "! no such room: #nowhere", "! no such room: #nowhere"],
+        )
+        self.say(alice, b"/part", b"lost line")
+        self.assertEqual(
+            self.read(alice_out),
+            ["* you left #lobby; you are in no room now (/join #room)",
+             "! you are in no room: /join #room first"],
+        )
 
 
 class LineLengthTests(_Harness):
@@ -546,7 +762,7 @@ class LineLengthTests(_Harness):
         (alice, alice_out), (bob, bob_out) = self.connect_all("alice", "bob")
         alice.dataReceived(b"/who\n" + b"x" * 100 + b"\n/who\n")
         self.clock.advance(0)
-        who = b"* 2 online: alice (tcp), bob (tcp)\r\n"
+        who = b"* 2 in #lobby: alice (tcp), bob (tcp)\r\n"
         self.assertEqual(
             alice_out.value(), who + b"! line too long (max 64 bytes)\r\n" + who
         )
@@ -587,6 +803,7 @@ class RecordingSession:
         self.lines = []
         self.on_line = {}  # line text -> callable run while handling it
         self.ended = None
+        self.calls = []  # ("end", reason, goodbye) and ("connection_lost",), in order
 
     def start(self):
         pass
@@ -598,10 +815,12 @@ class RecordingSession:
             action()
 
     def end(self, reason, goodbye=None):
+        self.calls.append(("end", reason, goodbye))
         self.ended = reason
 
     def connection_lost(self):
-        self.end("connection lost")
+        self.calls.append(("connection_lost",))
+        self.ended = "connection lost"
 
 
 class _RecordingFactory(LineChatFactory):
@@ -619,6 +838,26 @@ class _FakeSessionHarness(_Harness):
     def open(self, host="127.0.0.1"):
         proto, out = super().open(host)
         return proto, out, proto._session
+
+
+class EndingOwnershipTests(_FakeSessionHarness):
+    """The protocol never ends the session from close(); it reports its connection's end, once."""
+
+    def test_close_does_not_end_the_session(self):
+        proto, out, session = self.open()
+        d = proto.close("goodbye")
+        self.assertTrue(out.disconnecting)
+        self.assertEqual(session.calls, [])
+        self.lose(proto, ConnectionDone)
+        self.successResultOf(d)
+        self.assertEqual(session.calls, [("connection_lost",)])
+
+    def test_connection_lost_is_reported_once(self):
+        proto, out, session = self.open()
+        self.lose(proto)
+        self.assertEqual(session.calls, [("connection_lost",)])
+        self.assertIsNone(self.successResultOf(proto.close("late")))
+        self.assertEqual(session.calls, [("connection_lost",)])
 
 
 class TelnetTests(_Harness):
@@ -957,7 +1196,7 @@ class InputPausingTests(_FakeSessionHarness):
         out.clear()
         proto.pause_input()
         self.assertIsInstance(out.producer, SendQueue)
-        self.room.tell(proto, Notice("hello"))
+        self.hub.tell(proto, Notice("hello"))
         self.clock.advance(0)
         self.assertEqual(out.value(), b"* hello\r\n")
         out.producer.pauseProducing()  # the socket's buffer fills, then drains
@@ -1010,7 +1249,7 @@ class InputPausingLongLineTests(_FakeSessionHarness):
         out.clear()
 
         def tell_then_pause():
-            self.room.tell(proto, Notice("first"))
+            self.hub.tell(proto, Notice("first"))
             proto.pause_input()
 
         session.on_line["line 1"] = tell_then_pause
@@ -1020,7 +1259,7 @@ class InputPausingLongLineTests(_FakeSessionHarness):
         proto.dataReceived(b"x\nline 3\n")
         self.clock.advance(0)
         self.assertEqual(out.value(), b"* first\r\n")
-        session.on_line["line 2"] = lambda: self.room.tell(proto, Notice("second"))
+        session.on_line["line 2"] = lambda: self.hub.tell(proto, Notice("second"))
         proto.resume_input()
         self.clock.advance(0)
         self.assertEqual(session.lines, ["line 1", "line 2", "line 3"])
@@ -1103,14 +1342,62 @@ class SlowReaderTests(_Harness):
             b"alice: 0123456789\r\n" * 11 + b"* bob left (too slow to read)\r\n",
         )
         self.assertEqual(alice_out.value(), b"* bob left (too slow to read)\r\n")
-        self.assertIsNone(self.room.find("bob"))
+        self.assertIsNone(self.hub.find("bob"))
         self.assertIsNone(self.registry.holder("bob"))
         warnings = [e for e in events if e["log_level"] is LogLevel.warn]
         self.assertEqual([e.get("nick") for e in warnings], ["bob"])
         # The reactor then reports the aborted connection; nothing more is said.
         self.lose(bob)
         self.assertEqual(carol_out.value().count(b"bob left"), 1)
-        self.assertEqual(self.room.connected, 2)
+        self.assertEqual(self.hub.connected, 2)
+        self.assertEqual(self.admission.total, 2)
+
+    def test_too_slow_reader_is_not_ended_inside_the_turn(self):
+        """
+        The overflow happens inside deliver(), while the hub hands out a turn to the
+        room's members: the session ends right after, and everyone in the room still
+        gets that turn.
+        """
+        users = self.connect_all("alice", "bob", "carol", "dave")
+        (alice, _), (bob, bob_out) = users[:2]
+        bob_out.producer.pauseProducing()
+        for _ in range(10):
+            alice.dataReceived(b"0123456789\n")
+            self.clock.advance(0)
+        alice.dataReceived(b"0123456789\n")
+        self.hub.flush()  # the turn in which bob's backlog overflows
+        self.assertTrue(bob_out.disconnecting)
+        self.assertIs(self.hub.find("bob"), bob)  # not ended under the hand-out
+        for _, out in users[2:]:
+            self.assertEqual(out.value(), b"alice: 0123456789\r\n" * 11)
+        self.clock.advance(0)
+        self.assertIsNone(self.hub.find("bob"))
+        for _, out in [users[0]] + users[2:]:
+            self.assertTrue(out.value().endswith(b"* bob left (too slow to read)\r\n"))
+        self.lose(bob)
+        for _, out in [users[0]] + users[2:]:
+            self.assertEqual(out.value().count(b"bob left"), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connection_lost_before_the_drop_still_says_too_slow_once(self):
+        (alice, alice_out), (bob, bob_out), (carol, carol_out) = self.connect_all(
+            "alice", "bob", "carol"
+        )
+        bob_out.producer.pauseProducing()
+        for _ in range(11):
+            alice.dataReceived(b"0123456789\n")
+            self.hub.flush()
+        self.assertTrue(bob_out.disconnecting)
+        bob.connectionLost(Failure(ConnectionLost()))  # reported before the next turn
+        self.assertIsNone(self.hub.find("bob"))
+        self.assertIsNone(self.registry.holder("bob"))
+        self.clock.advance(0)
+        self.assertEqual(
+            carol_out.value(),
+            b"alice: 0123456789\r\n" * 11 + b"* bob left (too slow to read)\r\n",
+        )
+        self.assertEqual(alice_out.value(), b"* bob left (too slow to read)\r\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.admission.total, 2)
 
     def test_slow_reader_never_slows_others(self):
@@ -1255,7 +1542,7 @@ class CloseTests(_Harness):
         (alice, alice_out), = self.connect_all("alice")
         proto, out = self.open()
         out.clear()
-        d = self.room.close_all("server shutting down")
+        d = self.hub.close_all("server shutting down")
         self.assertEqual(alice_out.value(), b"* server shutting down\r\n")
         self.assertEqual(out.value(), b"* server shutting down\r\n")
         self.assertNoResult(d)
@@ -1285,9 +1572,9 @@ class InputPausingLoopbackTests(TestCase):
         from twisted.internet import reactor
 
         self.reactor = reactor
-        self.room = Room(clock=reactor)
+        self.hub = Hub(reactor)
         self.factory = _GreetingFactory(
-            self.room, NickRegistry(), reactor, Admission(10, 10), Limits()
+            self.hub, NickRegistry(), reactor, Admission(10, 10), Limits()
         )
         self.built = []
         build = self.factory.buildProtocol
@@ -1322,8 +1609,8 @@ class InputPausingLoopbackTests(TestCase):
         # the send queue is paused and resumed) goes out while its input stays paused.
         text = "x" * 1000
         for _ in range(500):
-            self.room.tell(proto, Notice(text))
-            self.room.flush()
+            self.hub.tell(proto, Notice(text))
+            self.hub.flush()
         received = yield user.read_lines(500)
         self.assertEqual(received, ["* " + text] * 500)
         self.assertFalse(self.reading(proto))

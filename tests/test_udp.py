@@ -2,23 +2,27 @@
 
 import re
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from chatservice.core.commands import HELP_LINES
 from chatservice.core.errors import InvalidNick
+from chatservice.core.events import Left
 from chatservice.core.flood import FloodPolicy
+from chatservice.core.hub import Hub
 from chatservice.core.interfaces import IParticipant
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry, validate
 from chatservice.frontends.reliable import HEADER_ROOM, AckFrame, DataFrame, encode_ack, parse_frame
-from chatservice.core.room import Room
 from chatservice.core.session import REGISTRY_TIMEOUT
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import MAX_DATAGRAM, DatagramChat, UdpPeer
-from tests.fakes import DeferredRegistry
+from tests.fakes import DeferredRegistry, RecordingSink
 
 ALICE = ("127.0.0.1", 40001)
 BOB = ("127.0.0.1", 40002)
@@ -49,14 +53,14 @@ class UdpTestMixin:
         self.clock = Clock()
         self.limits = Limits(flood=FloodPolicy(rate=0), udp_timeout=60.0)
         self.registry = NickRegistry()
-        self.room = Room(self.clock)
+        self.hub = Hub(self.clock)
         self.admission = Admission(self.limits.max_clients, self.limits.max_per_ip)
         self.make_chat()
 
     def make_chat(self):
-        """(Re)build the UDP side from the test's room, registry, admission and limits."""
+        """(Re)build the UDP side from the test's hub, registry, admission and limits."""
         self.chat = DatagramChat(
-            self.room, self.registry, self.clock, self.admission, self.limits, secret=b"k"
+            self.hub, self.registry, self.clock, self.admission, self.limits, secret=b"k"
         )
         self.wire = FakeDatagramTransport()
         self.chat.makeConnection(self.wire)
@@ -138,7 +142,7 @@ class UdpTestMixin:
         self.assertEqual(self.wire.take(address), [])
 
     def tcp_user(self, nick):
-        factory = LineChatFactory(self.room, self.registry, self.clock, self.admission, self.limits)
+        factory = LineChatFactory(self.hub, self.registry, self.clock, self.admission, self.limits)
         proto = factory.buildProtocol(type("Addr", (), {"host": "127.0.0.9"})())
         transport = StringTransport()
         proto.makeConnection(transport)
@@ -169,7 +173,7 @@ class ChallengeTests(UdpTestMixin, SynchronousTestCase):
             self.chat.datagramReceived(datagram, MALLORY)
         self.clock.advance(0)
         self.assertEqual(self.wire.written, [])
-        self.assertEqual(len(self.room), 0)
+        self.assertEqual(self.hub.connected, 0)
 
     def test_token_is_bound_to_the_address(self):
         """A token fetched for one address does not admit another."""
@@ -196,7 +200,7 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         self.assertTrue(all(d.startswith(secret + b" ") for d in datagrams[1:]), datagrams)
         frames = [parse_frame(d[len(secret) + 1:]) for d in datagrams[1:]]
         self.assertEqual(frames, [
-            DataFrame(1, False, b"* you are alice; 1 online: alice"),
+            DataFrame(1, False, b"* you are alice; 1 in #lobby: alice"),
             DataFrame(2, False, b"* type /help for commands"),
         ])
 
@@ -210,7 +214,7 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         """TCP and UDP share one registry: a UDP user cannot take a TCP user's nick."""
         self.tcp_user("Alice")
         self.assertEqual(self.try_join(b"alice"), [b"! nickname alice is taken, try another"])
-        self.assertEqual(self.join(b"alice2")[0], "* you are alice2; 2 online: Alice, alice2")
+        self.assertEqual(self.join(b"alice2")[0], "* you are alice2; 2 in #lobby: Alice, alice2")
 
     def test_tcp_and_udp_users_chat(self):
         """Lines, joins, /who, /msg, renames and leaves cross transports in the same formats."""
@@ -224,7 +228,7 @@ class JoinTests(UdpTestMixin, SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.lines(), ["bob: hi alice"])
         self.say(b"2 /who")
-        self.assertEqual(self.lines(), ["* 2 online: bob (tcp), alice (udp)"])
+        self.assertEqual(self.lines(), ["* 2 in #lobby: bob (tcp), alice (udp)"])
         bob.dataReceived(b"/msg alice psst\n")
         self.clock.advance(0)
         self.assertEqual(self.lines(), ["[private] bob: psst"])
@@ -351,7 +355,7 @@ class ReliabilityTests(UdpTestMixin, SynchronousTestCase):
 class ShutdownTests(UdpTestMixin, SynchronousTestCase):
     def test_close_all_tells_udp_users_reliably(self):
         self.join()
-        d = self.room.close_all("server shutting down")
+        d = self.hub.close_all("server shutting down")
         self.assertNoResult(d)
         self.clock.advance(0.25)  # first copy unacked: it is sent again
         frames = [parse_frame(d) for d in self.got(ALICE)]
@@ -417,7 +421,7 @@ class ClosingTests(UdpTestMixin, SynchronousTestCase):
         self.join()
         bob_out.clear()
         (peer,) = self.chat.peers()
-        peer.close("server shutting down")
+        peer.session.end("server shutting down", goodbye="server shutting down")
         self.clock.advance(0)
         self.say(b"1 still here")
         self.assertNotIn(b"alice: still here", bob_out.value())
@@ -623,7 +627,7 @@ class ServerSecretTests(UdpTestMixin, SynchronousTestCase):
         self.say(b"BYE")
         self.assertEqual(self.after_session(), [self.secrets[ALICE] + b" BYE\n"])
         self.join()
-        d = self.room.close_all("server shutting down")
+        d = self.hub.close_all("server shutting down")
         self.clock.advance(0.3)
         raw = self.after_session()
         self.say(encode_ack(4))
@@ -677,14 +681,14 @@ class RefusedJoinTests(UdpTestMixin, SynchronousTestCase):
         self.assert_nothing_left(admitted=1)
 
     def test_shutting_down(self):
-        self.room.closing = True
+        self.hub.closing = True
         self.assertEqual(self.try_join(b"alice"), [b"! server shutting down"])
         self.assert_nothing_left()
 
     def test_another_join_after_a_refusal(self):
         self.tcp_user("bob")
         self.try_join(b"bob")
-        self.assertEqual(self.join(b"alice")[0], "* you are alice; 2 online: bob, alice")
+        self.assertEqual(self.join(b"alice")[0], "* you are alice; 2 in #lobby: bob, alice")
 
 
 class LateRegistryTests(UdpTestMixin, SynchronousTestCase):
@@ -710,7 +714,7 @@ class LateRegistryTests(UdpTestMixin, SynchronousTestCase):
         self.assertTrue(all(d.startswith(secret + b" ") for d in datagrams[1:]), datagrams)
         self.assertEqual(
             [parse_frame(d[len(secret) + 1:]) for d in datagrams[1:]],
-            [DataFrame(1, False, b"* you are alice; 1 online: alice"),
+            [DataFrame(1, False, b"* you are alice; 1 in #lobby: alice"),
              DataFrame(2, False, b"* type /help for commands")],
         )
 
@@ -736,7 +740,7 @@ class LateRegistryTests(UdpTestMixin, SynchronousTestCase):
     def test_shutdown_while_waiting(self):
         token = self.token()
         self.receive(b"JOIN " + token + b" alice")
-        d = self.room.close_all("server shutting down")
+        d = self.hub.close_all("server shutting down")
         self.successResultOf(d)
         self.assertEqual(self.got(ALICE), [b"! server shutting down"])
         self.registry.answer()  # granted too late: given back
@@ -799,3 +803,251 @@ class InputPausingTests(UdpTestMixin, SynchronousTestCase):
         self.clock.pump([1] * 10)
         relayed = [line for line in bob_out.value().split(b"\r\n") if line.startswith(b"alice:")]
         self.assertEqual(relayed, [b"alice: line %d" % n for n in range(1, 6)])
+
+
+class MultiLineReplyTests(UdpTestMixin, SynchronousTestCase):
+    """A reply of several text lines comes as one numbered line per text line, in order."""
+
+    def assert_one_line_per_frame(self):
+        """Every frame sent to alice so far: numbered, whole, no newline inside; ACKed."""
+        frames = [parse_frame(d) for d in self.got(ALICE)]
+        data = [f for f in frames if isinstance(f, DataFrame)]
+        self.assertEqual([f.more for f in data], [False] * len(data))
+        self.assertEqual([f.seq for f in data], list(range(data[0].seq, data[0].seq + len(data))))
+        for frame in data:
+            self.assertNotIn(b"\n", frame.payload)
+            self.assertNotIn(b"\r", frame.payload)
+        self.ack(data)
+        return [f.payload.decode() for f in data]
+
+    def test_help(self):
+        self.join()
+        self.say(b"1 /help")
+        self.assertEqual(
+            self.assert_one_line_per_frame(), ["* " + line for line in HELP_LINES]
+        )
+        self.assertGreater(len(HELP_LINES), 5)
+
+    def test_rooms(self):
+        bob, _ = self.tcp_user("bob")
+        bob.dataReceived(b"/join #dev\n/topic #dev builds\n")
+        self.clock.advance(0)
+        self.join()
+        self.say(b"1 /rooms")
+        self.assertEqual(
+            self.assert_one_line_per_frame(),
+            ["* 2 rooms:", "*   #dev (1): builds", "*   #lobby (2)"],
+        )
+
+
+class RoomTests(UdpTestMixin, SynchronousTestCase):
+    """A UDP user has a current room; lines from its other rooms carry C{[#room] }."""
+
+    def test_lines_from_the_other_room_carry_its_name(self):
+        bob, bob_out = self.tcp_user("bob")
+        carol, _ = self.tcp_user("carol")
+        carol.dataReceived(b"/join #dev\n")
+        self.clock.advance(0)
+        self.join()
+        self.say(b"1 /join #dev")
+        self.assertEqual(self.lines(), ["* you joined #dev; 2 here: carol, alice"])
+        bob.dataReceived(b"back in five\n/me waves\n")
+        carol.dataReceived(b"in dev\n")
+        self.clock.advance(0)
+        self.assertEqual(
+            self.lines(), ["[#lobby] bob: back in five", "[#lobby] * bob waves", "carol: in dev"]
+        )
+        bob.dataReceived(b"/join #dev\n")
+        self.clock.advance(0)
+        self.assertEqual(self.lines(), ["* bob joined"])
+        bob_out.clear()
+        self.say(b"2 to dev")
+        self.assertEqual(bob_out.value(), b"alice: to dev\r\n")  # #dev is bob's current room
+        self.say(b"3 /join #lobby")
+        self.assertEqual(self.lines(), ["* your lines go to #lobby"])
+        carol.dataReceived(b"still in dev\n")
+        bob.dataReceived(b"/part #dev off\n")
+        self.clock.advance(0)
+        self.assertEqual(
+            self.lines(), ["[#dev] carol: still in dev", "[#dev] * bob left the room (off)"]
+        )
+
+    def test_private_lines_renames_and_quits_carry_no_room(self):
+        bob, _ = self.tcp_user("bob")
+        bob.dataReceived(b"/join #dev\n")
+        self.clock.advance(0)
+        self.join()
+        self.say(b"1 /join #dev")
+        self.say(b"2 /join #lobby")
+        self.lines()
+        bob.dataReceived(b"/msg alice psst\n/nick robert\n/quit later\n")
+        self.clock.advance(0)
+        self.assertEqual(
+            self.lines(),
+            ["[private] bob: psst", "* bob is now known as robert", "* robert left (later)"],
+        )
+
+
+class EndingTests(UdpTestMixin, SynchronousTestCase):
+    """
+    The session owns ending: a BYE, a timeout and a shutdown each end alice's session once,
+    and C{UdpPeer.close} only says goodbye and hangs up.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.sink = RecordingSink()
+        self.hub = Hub(self.clock, sinks=(self.sink,))
+        self.make_chat()
+        self.departed = []
+        depart = self.hub.depart
+
+        def counting_depart(participant, reason):
+            self.departed.append((participant.nick, reason))
+            return depart(participant, reason)
+
+        self.hub.depart = counting_depart
+
+    def two_rooms(self):
+        """bob (TCP) and alice (UDP), both in #lobby and #dev; bob's output cleared."""
+        bob, bob_out = self.tcp_user("bob")
+        bob.dataReceived(b"/join #dev\n")
+        self.clock.advance(0)
+        self.join()
+        self.say(b"1 /join #dev")
+        self.lines()
+        bob_out.clear()
+        (peer,) = self.chat.peers()
+        return bob, bob_out, peer
+
+    def count_session_ends(self, peer):
+        ends = []
+        end = peer.session.end
+
+        def counting_end(reason, goodbye=None):
+            ends.append(reason)
+            return end(reason, goodbye)
+
+        peer.session.end = counting_end
+        return ends
+
+    def assert_ended_once(self, bob_out, reason, shown=True):
+        self.clock.advance(0)
+        lefts = [e for e in self.sink.recorded if isinstance(e, Left) and e.nick == "alice"]
+        self.assertEqual([(e.rooms, e.reason) for e in lefts], [(("#lobby", "#dev"), reason)])
+        self.assertEqual(self.departed.count(("alice", reason)), 1, self.departed)
+        self.assertEqual([nick for nick, _ in self.departed], ["alice"])
+        expected = f"* alice left ({reason})\r\n".encode() if shown else b""
+        self.assertEqual(bob_out.value(), expected)
+        self.assertEqual(self.chat.peers(), [])
+        self.assertIsNone(self.registry.holder("alice"))
+        self.assertEqual(self.admission.total, 1)  # bob
+
+    def test_bye(self):
+        bob, bob_out, peer = self.two_rooms()
+        self.say(b"BYE")
+        self.assertEqual(self.got(ALICE), [b"BYE"])
+        self.assert_ended_once(bob_out, "quit")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_quit(self):
+        bob, bob_out, peer = self.two_rooms()
+        self.say(b"2 /quit bye all")
+        self.assertEqual(self.lines(), ["* goodbye"])
+        self.assertEqual(self.got(ALICE), [b"BYE"])
+        self.assert_ended_once(bob_out, "bye all")
+        self.say(b"BYE")  # a stranger now: nothing
+        self.assertEqual(self.got(ALICE), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_silence_past_the_udp_timeout(self):
+        bob, bob_out, peer = self.two_rooms()
+        self.clock.pump([10] * 10)
+        self.assert_ended_once(bob_out, "timed out")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_retransmissions_run_out(self):
+        bob, bob_out, peer = self.two_rooms()
+        bob.dataReceived(b"anyone?\n")
+        self.clock.advance(0)
+        bob_out.clear()
+        for _ in range(200):
+            self.say(b"PING")  # alive, but never acknowledging
+            self.clock.advance(1)
+        self.assert_ended_once(bob_out, "timed out")
+
+    def test_too_slow_to_read(self):
+        """Given up on from inside a delivery to both rooms: ended once, right after the turn."""
+        bob, bob_out, peer = self.two_rooms()
+        for i in range(1100):
+            bob.dataReceived(b"line %d\n" % i)
+            self.clock.advance(0)
+            self.say(b"PING")  # alive, but never acknowledging
+        self.assertEqual(bob_out.value(), b"* alice left (too slow to read)\r\n")
+        bob_out.clear()
+        self.assert_ended_once(bob_out, "too slow to read", shown=False)
+
+    def test_shutdown(self):
+        """Everyone is told the server is going; alice's leave is recorded once, shown to nobody."""
+        bob, bob_out, peer = self.two_rooms()
+        ends = self.count_session_ends(peer)
+        d = self.hub.close_all("server shutting down")
+        self.clock.advance(0)
+        self.assertEqual(self.lines(), ["* server shutting down"])
+        self.assertEqual(bob_out.value(), b"* server shutting down\r\n")
+        bob.connectionLost(Failure(ConnectionDone()))  # bob's hang-up, done
+        self.successResultOf(d)
+        self.assertEqual(self.got(ALICE), [b"BYE"])
+        self.chat.stopProtocol()  # the port closes after the grace: alice is gone already
+        self.assertEqual(ends, ["server shutting down"])
+        self.assertEqual(sorted(self.departed), [("alice", "server shutting down"),
+                                                 ("bob", "server shutting down")])
+        lefts = [e for e in self.sink.recorded if isinstance(e, Left)]
+        self.assertEqual(sorted(e.nick for e in lefts), ["alice", "bob"])
+        self.assertNotIn(b"left", bob_out.value())
+        self.assertEqual(self.chat.peers(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_shutdown_while_the_client_never_answers(self):
+        bob, bob_out, peer = self.two_rooms()
+        d = self.hub.close_all("server shutting down")
+        bob.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(d)
+        for _ in range(200):
+            self.clock.advance(1)
+        self.successResultOf(d)
+        self.chat.stopProtocol()
+        self.assertEqual(sorted(self.departed), [("alice", "server shutting down"),
+                                                 ("bob", "server shutting down")])
+        lefts = [e.nick for e in self.sink.recorded if isinstance(e, Left)]
+        self.assertEqual(sorted(lefts), ["alice", "bob"])
+        self.assertEqual(self.chat.peers(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_close_says_goodbye_and_never_ends_the_session(self):
+        """Only the session calls C{close}, once it has ended; close does not call back."""
+        bob, bob_out, peer = self.two_rooms()
+        ends = self.count_session_ends(peer)
+        d = peer.close("going")
+        self.assertEqual(ends, [])
+        self.assertEqual(self.departed, [])
+        self.assertEqual(self.lines(), ["* going"])
+        self.successResultOf(d)
+        self.assertEqual(self.got(ALICE), [b"BYE"])
+        self.assertEqual((ends, self.departed), ([], []))
+        self.assertEqual(self.chat.peers(), [])
+        self.successResultOf(peer.close("again"))  # hung up: nothing more
+        self.assertEqual(self.got(ALICE), [])
+
+    def test_session_end_closes_the_peer_once(self):
+        bob, bob_out, peer = self.two_rooms()
+        closes = []
+        close = peer.close
+        peer.close = lambda reason: closes.append(reason) or close(reason)
+        d = peer.session.end("kicked", goodbye="you were kicked")
+        peer.session.end("kicked again", goodbye="again")
+        self.assertEqual(closes, ["you were kicked"])
+        self.assertEqual(self.lines(), ["* you were kicked"])
+        self.successResultOf(d)
+        self.assertEqual(self.got(ALICE), [b"BYE"])
+        self.assert_ended_once(bob_out, "kicked")

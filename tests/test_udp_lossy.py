@@ -14,9 +14,9 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import TestCase
 
 from chatservice.core.flood import FloodPolicy
+from chatservice.core.hub import Hub
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.core.room import Room
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import DatagramChat
 from tests.relay import LossyRelay
@@ -99,13 +99,13 @@ class LossyUdpTests(TestCase):
         clock = reactor
         limits = Limits(flood=FloodPolicy(rate=0), max_per_ip=0)
         registry = NickRegistry()
-        room = Room(clock)
+        hub = Hub(clock)
         admission = Admission(limits.max_clients, limits.max_per_ip)
         tcp_port = reactor.listenTCP(
-            0, LineChatFactory(room, registry, clock, admission, limits), interface="127.0.0.1"
+            0, LineChatFactory(hub, registry, clock, admission, limits), interface="127.0.0.1"
         )
         self.addCleanup(tcp_port.stopListening)
-        chat = DatagramChat(room, registry, clock, admission, limits)
+        chat = DatagramChat(hub, registry, clock, admission, limits)
         udp_port = reactor.listenUDP(
             0, chat, interface="127.0.0.1", maxPacketSize=chat.max_datagram_read
         )

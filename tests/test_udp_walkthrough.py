@@ -5,7 +5,8 @@ The test reads the transcript from the document itself, so the document cannot g
 C{>} line is sent as C{nc -u} sends it (the text and a newline, one datagram), and every C{<} line
 must be the next datagram the server sends.  The example token and secret in the document are
 replaced by the ones the server hands out.  bob, a TCP user, is online first and types each
-C{bob: ...} line just before alice is to receive it.
+C{bob: ...} line (C{[#lobby] bob: ...} once alice's current room is another) just before alice is
+to receive it.  The service keeps no history (C{--history none}), as a fresh server would show.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class WalkthroughParsingTests(SynchronousTestCase):
         after = said[said.index("SESSION " + secret) + 1:]
         self.assertTrue(all(line.startswith(secret + " ") for line in after), after)
         self.assertEqual(said[-1], secret + " BYE")
+        self.assertTrue(after[0].startswith(secret + " 1 * you are alice; 2 in #lobby: "), after)
+        typed = [line for direction, line in steps if direction == ">"]
+        self.assertTrue(any(line.endswith(" /join #dev") for line in typed), typed)
+        self.assertTrue(any(re.fullmatch(r"[0-9a-f]{16} \d+ \[#lobby\] bob: .+", line)
+                            for line in said), said)
 
 
 class _Recorder:
@@ -144,7 +150,8 @@ class WalkthroughTests(TestCase):
 
         options = tap.Options()
         options.parseOptions(
-            ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1"]
+            ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1",
+             "--history", "none"]
         )
         recorder = _Recorder(reactor)
         service = tap.makeService(options, reactor=recorder)
@@ -176,7 +183,7 @@ class WalkthroughTests(TestCase):
             if direction == ">":
                 alice.type_line(fill_in(line))
                 continue
-            bob_says = re.fullmatch(r"[0-9a-f]{16} \d+ bob: (.*)", line)
+            bob_says = re.fullmatch(r"[0-9a-f]{16} \d+ (?:\[#lobby\] )?bob: (.*)", line)
             if bob_says:
                 bob.send(bob_says.group(1).encode("utf-8") + b"\n")
             got = (yield alice.next_datagram()).decode("utf-8")

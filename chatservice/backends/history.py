@@ -64,7 +64,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # quit concerns several rooms: one row each, same id).  The replay reads
     # the newest public lines of one room, so a partial index on (room_key, id)
     # over those lines alone answers it in a few page reads whatever the size
-    # of the file; newest_id() and prune() have their own small indexes.
+    # of the file.  No other index: each costs every insert (the benchmark's
+    # history-on/off ratio); newest_id() runs once at start and may scan, and
+    # prune() deletes from the front of the table, where the oldest rows are.
     (
         "CREATE TABLE events ("
         " id INTEGER NOT NULL,"
@@ -74,10 +76,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " kind TEXT NOT NULL,"
         " nick TEXT NOT NULL,"
         " text TEXT NOT NULL)",
-        "CREATE INDEX events_lines ON events (room_key, id)"
-        " WHERE kind IN ('said', 'emote')",
-        "CREATE INDEX events_id ON events (id)",
-        "CREATE INDEX events_time ON events (time)",
+        "CREATE INDEX events_lines ON events (room_key, id)" " WHERE kind IN ('said', 'emote')",
     ),
 )
 """MIGRATIONS[n] holds the statements that take a file from version n to n+1;
@@ -86,7 +85,9 @@ the current version is C{len(MIGRATIONS)}.  Append, never edit."""
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes."""
 
-_INSERT = "INSERT INTO events (id, time, room_key, room, kind, nick, text) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT = (
+    "INSERT INTO events (id, time, room_key, room, kind, nick, text) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 _RECENT = (
     "SELECT id, time, room, kind, nick, text FROM events"
     " WHERE room_key = ? AND id < ? AND kind IN ('said', 'emote')"
@@ -163,7 +164,10 @@ def _validate(path: str) -> bool:
     connection = None
     try:
         connection = sqlite3.connect(_uri(path, "mode=ro" if journals else "immutable=1"), uri=True)
-        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            name
+            for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         if not tables:
             return True
         if SCHEMA_TABLE not in tables:
@@ -180,15 +184,28 @@ def _validate(path: str) -> bool:
             )
         if version >= 1 and "events" not in tables:
             raise _refuse(path, f"is corrupt (schema version {version} but no events table)")
-        problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise _refuse(path, f"is corrupt ({problems[0]})")
+        report = [row[0] for row in connection.execute("PRAGMA quick_check")]
+        if report != ["ok"]:
+            raise _refuse(path, f"is corrupt ({_first_problem(report)})")
         return False
     except sqlite3.Error as error:
         raise _refuse(path, f"is corrupt or unreadable ({error})") from None
     finally:
         if connection is not None:
             connection.close()
+
+
+def _first_problem(report: list[str]) -> str:
+    """One line out of SQLite's integrity report, which may run to many."""
+    lines = [
+        line
+        for entry in report
+        for line in entry.splitlines()
+        if line and not line.startswith("***")
+    ]
+    if len(lines) <= 1:
+        return lines[0] if lines else "integrity check failed"
+    return f"{lines[0]}, and {len(lines) - 1} more problems"
 
 
 def _open_and_migrate(path: str, create: bool) -> int:
@@ -201,7 +218,10 @@ def _open_and_migrate(path: str, create: bool) -> int:
         )
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("BEGIN IMMEDIATE")
-        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            name
+            for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         if SCHEMA_TABLE in tables:
             (version,) = connection.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchone()
         else:
@@ -216,8 +236,11 @@ def _open_and_migrate(path: str, create: bool) -> int:
         (newest,) = connection.execute("SELECT max(id) FROM events").fetchone()
         return newest or 0
     except sqlite3.Error as error:
-        what = "cannot be created" if create else "cannot be opened for writing"
-        raise HistoryFileError(f"History file {path} {what} ({error}).") from None
+        if create:
+            raise HistoryFileError(f"History file {path} cannot be created ({error}).") from None
+        raise HistoryFileError(
+            f"History file {path} cannot be opened for writing ({error}); nothing in it was changed."
+        ) from None
     finally:
         if connection is not None:
             connection.close()
@@ -230,18 +253,39 @@ def _rows(event) -> list[tuple]:
     """The rows of one event: one per room it concerns."""
     kind = type(event)
     if kind is Said or kind is Emote:
-        return [(event.id, event.time, fold(event.room), event.room,
-                 "said" if kind is Said else "emote", event.nick, event.text)]
+        return [
+            (
+                event.id,
+                event.time,
+                fold(event.room),
+                event.room,
+                "said" if kind is Said else "emote",
+                event.nick,
+                event.text,
+            )
+        ]
     if kind is Joined:
-        return [(event.id, event.time, fold(event.room), event.room, "joined", event.nick, event.via)]
+        return [
+            (event.id, event.time, fold(event.room), event.room, "joined", event.nick, event.via)
+        ]
     if kind is Parted:
-        return [(event.id, event.time, fold(event.room), event.room, "parted", event.nick, event.reason)]
+        return [
+            (event.id, event.time, fold(event.room), event.room, "parted", event.nick, event.reason)
+        ]
     if kind is TopicChanged:
-        return [(event.id, event.time, fold(event.room), event.room, "topic", event.nick, event.text)]
+        return [
+            (event.id, event.time, fold(event.room), event.room, "topic", event.nick, event.text)
+        ]
     if kind is Renamed:
-        return [(event.id, event.time, fold(room), room, "renamed", event.old, event.new) for room in event.rooms]
+        return [
+            (event.id, event.time, fold(room), room, "renamed", event.old, event.new)
+            for room in event.rooms
+        ]
     if kind is Left:
-        return [(event.id, event.time, fold(room), room, "left", event.nick, event.reason) for room in event.rooms]
+        return [
+            (event.id, event.time, fold(room), room, "left", event.nick, event.reason)
+            for room in event.rooms
+        ]
     return []
 
 
@@ -356,7 +400,9 @@ class SQLiteHistory:
         self._pool = self._pool_factory("sqlite3", _uri(self.path, "mode=rw"), **kwargs)
         self._pool.start()
         self.log.info(
-            "History in {path} (keeping {days} days; 0 is forever)", path=self.path, days=self.retention_days
+            "History in {path} (keeping {days} days; 0 is forever)",
+            path=self.path,
+            days=self.retention_days,
         )
         d = self._run(_probe)
         d.addCallbacks(self._recovered, self._opening_failed)
@@ -411,8 +457,11 @@ class SQLiteHistory:
             self._closed = True
             return None
         d = self._pool.runInteraction(_checkpoint)
-        d.addErrback(lambda failure: self.log.warn(
-            "History checkpoint at stop failed: {error}", error=failure.getErrorMessage()))
+        d.addErrback(
+            lambda failure: self.log.warn(
+                "History checkpoint at stop failed: {error}", error=failure.getErrorMessage()
+            )
+        )
         d.addCallback(lambda _: self._close_pool())
         return d
 
@@ -523,7 +572,9 @@ class SQLiteHistory:
         # interaction at a time in order, so whatever is not in C{rows} is
         # still in the buffer or in flight now; ids remove any overlap.
         seen = {row[0] for row in rows}
-        events = [_LINES[kind](id_, time, room, nick, text) for id_, time, room, kind, nick, text in rows]
+        events = [
+            _LINES[kind](id_, time, room, nick, text) for id_, time, room, kind, nick, text in rows
+        ]
         for event in self._pending():
             if (
                 (type(event) is Said or type(event) is Emote)
@@ -570,8 +621,11 @@ class SQLiteHistory:
             if count < PRUNE_CHUNK:
                 break
         if deleted:
-            self.log.info("History pruned {deleted} rows older than {days} days", deleted=deleted,
-                          days=self.retention_days)
+            self.log.info(
+                "History pruned {deleted} rows older than {days} days",
+                deleted=deleted,
+                days=self.retention_days,
+            )
         return deleted
 
     # -- bookkeeping
@@ -623,7 +677,9 @@ class HistoryService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        self.store.start().addErrback(lambda failure: self.log.failure("History start failed", failure))
+        self.store.start().addErrback(
+            lambda failure: self.log.failure("History start failed", failure)
+        )
         self._loop = LoopingCall(self._prune)
         self._loop.clock = self._clock
         self._loop.start(self._interval, now=True).addErrback(

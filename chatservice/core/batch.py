@@ -203,13 +203,33 @@ class Turn:
         return room in self._holding.get(participant, ())
 
     def release(self, participant, room) -> list:
-        """Stop holding C{room} back; return what was held, in order."""
+        """
+        Stop holding C{room} back; return what was held, in order, for the
+        caller to L{tell} C{participant}.
+
+        That includes C{room}'s events of this turn so far that C{participant}
+        would see: they were held too (the hold is decided at the end of the
+        turn), and handing them out from the shared run would put them
+        before the older held events told now.  They are cut from its view.
+        """
         rooms = self._holding.get(participant)
         if rooms is None or room not in rooms:
             return []
         held = rooms.pop(room)
         if not rooms:
             del self._holding[participant]
+        run = self._runs.get(room)
+        if run is not None:
+            spans = self._windows.get(participant, {}).get(room) or (0, None)
+            excluded = self._excluded.setdefault(participant, [])
+            seen = set(excluded)
+            for first, stop in zip(spans[0::2], spans[1::2]):
+                lo = bisect_left(run.indices, first)
+                hi = len(run.indices) if stop is None else bisect_left(run.indices, stop)
+                for index in run.indices[lo:hi]:
+                    if index not in seen:
+                        held.append(self._events[index])
+                        excluded.append(index)
         return held
 
     # -- handing out -------------------------------------------------------
@@ -275,7 +295,7 @@ class Turn:
         seen: set = set()
         for room, run in runs.items():
             batch = run.batch
-            for member in room.members:
+            for member in tuple(room.members):  # a delivery may end a session
                 if member in special:
                     continue
                 rooms = rooms_of.get(member, ())
@@ -392,9 +412,16 @@ class Turn:
         return True
 
     def _record(self, sink, event) -> None:
-        d = defer.maybeDeferred(sink.record, event)
-        d.addErrback(
-            lambda failure: self.log.failure(
-                "Sink {sink!r} lost {event!r}", failure, sink=sink, event=event
+        # Called for every stored event: a plain call, and a Deferred only when the sink
+        # answers with one (maybeDeferred per event cost the history-on ratio dearly).
+        try:
+            result = sink.record(event)
+        except Exception:
+            self.log.failure("Sink {sink!r} lost {event!r}", sink=sink, event=event)
+            return
+        if isinstance(result, defer.Deferred):
+            result.addErrback(
+                lambda failure: self.log.failure(
+                    "Sink {sink!r} lost {event!r}", failure, sink=sink, event=event
+                )
             )
-        )

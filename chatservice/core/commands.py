@@ -101,20 +101,25 @@ Command = Say | Me | Msg | Nick | Quit | Who | Help | Join | Part | Rooms | Topi
 HISTORY_MAX = 200
 HISTORY_DEFAULT = 20
 
-HELP_LINES = (
-    "commands:",
-    "  /join #room        join a room (created if new); your lines go there",
-    "  /part [#room] [reason]  leave a room (the current one if none named)",
-    "  /rooms             list every room, its members and its topic",
-    "  /who [#room]       list who is in a room and how they are connected",
-    "  /topic [#room] [text]  show or set a room's topic",
-    f"  /history [#room] [N]  show a room's last N lines (at most {HISTORY_MAX})",
-    "  /msg NICK text     send text to NICK only, wherever they are",
-    "  /me text           show an action: * you text",
-    "  /nick NAME         change your nickname",
-    "  /quit [reason]     leave",
-    "  /help              this list",
-    "  //text             send a line that starts with /",
+_HELP = (
+    ("/join #room", "join a room (created if new); your lines go there"),
+    ("/part [#room] [reason]", "leave a room (the current one if none named)"),
+    ("/rooms", "list every room with its member count and topic"),
+    ("/who [#room]", "list who is in a room and how they are connected"),
+    ("/topic [#room] [text]", "show or set a room's topic"),
+    ("/history [#room] [N]", f"show a room's last N lines (at most {HISTORY_MAX})"),
+    ("/msg NICK text", "send text to NICK only, wherever they are"),
+    ("/me text", "show an action: * you text"),
+    ("/nick NAME", "change your nickname"),
+    ("/quit [reason]", "leave"),
+    ("/help", "this list"),
+    ("//text", "send a line that starts with /"),
+)
+_USAGE_WIDTH = max(len(usage) for usage, _ in _HELP)
+
+#: What C{/help} shows: one line per command, the descriptions in one column.
+HELP_LINES = ("commands:",) + tuple(
+    f"  {usage:<{_USAGE_WIDTH}}  {description}" for usage, description in _HELP
 )
 
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_room -*-
+# -*- test-case-name: tests.test_hub -*-
 """The contracts between the hub and whatever carries a user's bytes or keeps its events.
 
 The hub sees only L{IParticipant}, so TCP, UDP and later IRC and WebSocket

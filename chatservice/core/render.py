@@ -125,7 +125,8 @@ def _body(event) -> str:
         listing = ", ".join(f"{nick} ({via})" for nick, via in event.members)
         return f"* {len(event.members)} in {event.room}: {listing}"
     if kind is RoomList:
-        lines = [f"* {len(event.rooms)} rooms:"]
+        total = len(event.rooms)
+        lines = [f"* {total} room{'' if total == 1 else 's'}:"]
         for name, count, topic in event.rooms:
             lines.append(f"*   {name} ({count})" + (f": {topic}" if topic else ""))
         return "\n".join(lines)
@@ -232,8 +233,12 @@ class RenderCache:
         return b"".join(chunks)
 
     def _run(self, shared, current) -> tuple:
-        hit = shared.encoded.get(current)
+        # Keyed by the line end too: front-ends with other line ends share the run.
+        key = (self._line_end, current)
+        hit = shared.encoded.get(key)
         if hit is None:
             lines = [self(event, current) for event in shared.events]
-            hit = shared.encoded[current] = (b"".join(lines), list(accumulate(map(len, lines), initial=0)))
+            hit = shared.encoded[key] = (
+                b"".join(lines), list(accumulate(map(len, lines), initial=0))
+            )
         return hit

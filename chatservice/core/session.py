@@ -7,6 +7,8 @@ alone ends a session: the front-end only tells it that the connection went
 (L{Session.connection_lost}) and hangs up when told (C{close}).
 """
 
+from itertools import islice
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -46,6 +48,11 @@ NAMES_SHOWN = 20
 _AWAITING, _JOINED, _GONE = "awaiting nick", "joined", "gone"
 
 
+def _first_names(room) -> tuple:
+    """The nicks of the first L{NAMES_SHOWN} members of C{room}, without copying them all."""
+    return tuple(member.nick for member in islice(room.members, NAMES_SHOWN))
+
+
 class Session:
     """
     The chat rules for one participant.
@@ -62,6 +69,7 @@ class Session:
     @param hub: the L{chatservice.core.hub.Hub}.
     @param registry: an L{INickRegistry}; its answers may be Deferreds.
     @param clock: an C{IReactorTime} for flood accounting and the timers.
+    @param limits: the service's L{Limits} (flood policy, login timeout).
     """
 
     log = Logger()
@@ -88,7 +96,7 @@ class Session:
 
     @property
     def joined(self) -> bool:
-        """Whether the user is in the room now."""
+        """Whether the user has a nick and has not gone (it may be in no room)."""
         return self._state == _JOINED
 
     @property
@@ -144,7 +152,8 @@ class Session:
                               nick=self._participant.nick, peer=self._participant.peer,
                               bound=bound)
                 self._tell(Refusal(
-                    f"slow down: {bound} of your lines are already waiting; line dropped"
+                    ChatError.kind,
+                    f"slow down: {bound} of your lines are already waiting; line dropped",
                 ))
             return
         self._held.append(line)
@@ -303,8 +312,7 @@ class Session:
         if room in before:
             self._tell(CurrentRoom(room.name))
             return
-        members = tuple(member.nick for member in list(room.members)[:NAMES_SHOWN])
-        self._tell(RoomJoined(room.name, room.topic, len(room), members))
+        self._tell(RoomJoined(room.name, room.topic, len(room), _first_names(room)))
 
     # -- the registry, which may answer later ---------------------------
 
@@ -381,8 +389,7 @@ class Session:
         hub.arrive(self._participant)
         room = hub.join(self._participant, hub.default_room.name)
         self._set_current(room)
-        members = tuple(member.nick for member in list(room.members)[:NAMES_SHOWN])
-        self._tell(Welcome(nick, room.name, len(room), members))
+        self._tell(Welcome(nick, room.name, len(room), _first_names(room)))
         self._tell(Notice("type /help for commands"))
 
     def _rename(self, new: str) -> None:

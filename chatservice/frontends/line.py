@@ -133,6 +133,7 @@ class LineChatProtocol(Protocol):
         self._closed: list[defer.Deferred] = []
         self._gone = False
         self._abort_call = None
+        self._drop_call = None  # ends the session of a reader too slow, after the turn
 
     def connectionMade(self) -> None:
         # Chat lines are small and must go out at once: without TCP_NODELAY, Nagle's
@@ -353,10 +354,22 @@ class LineChatProtocol(Protocol):
         return d
 
     def _too_slow(self) -> None:
+        """
+        Output passed the bound: hang up now, and end the session right after.
+
+        Not from here: this runs inside C{deliver}, while the hub hands out a
+        turn, and ending the session takes this user out of the rooms being
+        walked.  The session ends on the next turn, or as the connection's end
+        is reported if that comes first; either way once, as too slow.
+        """
         self.log.warn("{nick} ({peer}) is too slow to read; dropping", nick=self.nick,
                       peer=self.peer)
-        self._session.end("too slow to read")
+        self._drop_call = self.factory.clock.callLater(0, self._drop)
         self.transport.abortConnection()
+
+    def _drop(self) -> None:
+        self._drop_call = None
+        self._session.end("too slow to read")
 
     def connectionLost(self, reason) -> None:
         self._gone = True
@@ -365,6 +378,9 @@ class LineChatProtocol(Protocol):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
+        if self._drop_call is not None:
+            self._drop_call.cancel()
+            self._drop()
         self._session.connection_lost()
         self.factory.admission.release(self._host)
         closed, self._closed = self._closed, []

@@ -103,6 +103,7 @@ class UdpPeer:
         self._announced = False
         self._closing = False
         self._gone = False
+        self._delivering = False  # inside deliver: a give-up ends the session after the turn
         self._close_waiters: list[defer.Deferred] = []
 
     def start(self, nick: str) -> None:
@@ -188,13 +189,17 @@ class UdpPeer:
                 return
             self._announce()
         render, current, send_line = self._chat.render, self.room, self.channel.send_line
-        for event in batch:
-            data = render(event, current)
-            if b"\n" in data:
-                for line in data.split(b"\n"):
-                    send_line(line)
-            else:
-                send_line(data)
+        self._delivering = True
+        try:
+            for event in batch:
+                data = render(event, current)
+                if b"\n" in data:
+                    for line in data.split(b"\n"):
+                        send_line(line)
+                else:
+                    send_line(data)
+        finally:
+            self._delivering = False
 
     def _refused(self, events) -> None:
         """Before the join: a refusal ends the attempt; nothing else is shown."""
@@ -208,12 +213,17 @@ class UdpPeer:
                 return
 
     def _send_unnumbered_and_forget(self, refusal: Refusal, reason: str) -> None:
-        """One C{! text} datagram, then forget the peer: no retransmission, no timer."""
+        """One C{! text} datagram, then the attempt is over: no retransmission, no timer."""
         self._send(as_bytes(refusal, line_end=b""))
-        self._forget(reason)
+        self._gone_with(reason)
 
     def close(self, reason: str) -> defer.Deferred:
-        """Send C{reason} reliably, wait for its ACK (bounded by the channel), say BYE."""
+        """
+        Send C{reason} reliably, wait for its ACK (bounded by the channel), say BYE, hang up.
+
+        Only the session calls this, once it has ended: closing says goodbye and never
+        ends the session itself.
+        """
         if self._gone:
             return defer.succeed(None)
         if not self._announced:
@@ -222,51 +232,72 @@ class UdpPeer:
                 "UDP join from {address} ended before joining: {reason}",
                 address=self.address, reason=reason,
             )
-            self._send_unnumbered_and_forget(Refusal("closed", reason), reason)
+            self._send(as_bytes(Refusal("closed", reason), line_end=b""))
+            self._hang_up()
             return defer.succeed(None)
         d = defer.Deferred()
         self._close_waiters.append(d)
-        if not self._closing:  # the session closes once; a second call only waits
+        if not self._closing:  # one goodbye; a second call only waits for it
             self._closing = True
             self.channel.send_line(self._chat.render(Notice(reason)))
             goodbye = self.channel.drained()
-            goodbye.addCallback(self._said_goodbye, reason)
+            goodbye.addCallback(self._said_goodbye)
             goodbye.addErrback(
                 lambda f: self.log.failure("Goodbye to {address} failed", f, address=self.address)
             )
         return d
 
-    def _said_goodbye(self, _, reason: str) -> None:
+    def _said_goodbye(self, _) -> None:
         try:
             if not self.channel.closed:
                 self.send_in_session(b"BYE")
         finally:
-            self._forget(reason)
+            self._hang_up()
 
     def _bye(self) -> None:
         """The client's C{BYE}: it leaves at once, as a quit; one C{BYE} answers it."""
         self.log.info("UDP peer {address} ({nick}) said BYE", address=self.address, nick=self.nick)
         self.send_in_session(b"BYE")
-        self._forget("quit")
+        self._gone_with("quit")
 
     def _gave_up(self, reason: str) -> None:
+        """
+        The channel gave up on the client: hang up, and end the session.
+
+        The channel gives up on a reader too slow from inside L{deliver}, while the hub hands
+        out a turn; ending the session there would take this user out of the rooms being
+        walked.  Then the session ends right after the turn instead, once.
+        """
         self.log.info(
             "UDP peer {address} ({nick}) gone: {reason}",
             address=self.address, nick=self.nick, reason=reason,
         )
-        self._forget(reason)
+        if self._delivering and not self._gone:
+            self._hang_up()
+            self._chat.clock.callLater(0, self.session.end, reason)
+            return
+        self._gone_with(reason)
 
     def expire_now(self, reason: str = "timed out") -> None:
         """Drop the peer at once (silent too long, or the port is closing)."""
-        self._forget(reason)
+        self._gone_with(reason)
 
-    def _forget(self, reason: str) -> None:
-        """End the session (if not yet), stop the channel, leave the peer table."""
+    def _gone_with(self, reason: str) -> None:
+        """
+        The client is gone (BYE, silence, refused, the port closing): hang up, then tell the
+        session, which ends once whoever asks first (a no-op if it has ended already).
+        """
+        if self._gone:
+            return
+        self._hang_up()
+        self.session.end(reason)
+
+    def _hang_up(self) -> None:
+        """Stop the channel and leave the peer table; nothing is sent from now on."""
         if self._gone:
             return
         self._gone = True
         self.channel.close()
-        self.session.end(reason)
         self._chat.forget(self)
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:

@@ -1,0 +1,840 @@
+"""
+The SQLite history store: the file checks at start, batched writes, replay
+queries, retention, failure and recovery, and its service.
+
+Most tests drive the store with L{task.Clock} and L{SyncPool}, a pool that
+runs each interaction at once (or when told) on a real sqlite3 connection to
+a real file, so they need no reactor; L{RealPoolTests} use the real adbapi
+pool and threads on the real reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+
+from twisted.internet import defer, task
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from chatservice.backends import history
+from chatservice.backends.history import (
+    HistoryFileError,
+    HistoryService,
+    SQLiteHistory,
+    prepare,
+)
+from chatservice.core.events import (
+    Emote,
+    Joined,
+    Left,
+    Parted,
+    Private,
+    Renamed,
+    Said,
+    TopicChanged,
+)
+from chatservice.core.interfaces import IHistoryStore
+
+DAY = 86400.0
+T0 = 1_700_000_000.0
+
+
+def said(id_, room="#lobby", nick="alice", text=None, time=None):
+    """A Said with defaults derived from its id."""
+    return Said(
+        id_, T0 + id_ if time is None else time, room, nick, f"line {id_}" if text is None else text
+    )
+
+
+def rows(path, sql="SELECT id, room_key, room, kind, nick, text FROM events ORDER BY id, room_key"):
+    """What the file holds, read as another process would."""
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def snapshot(path):
+    """The bytes of a file and the names beside it, to prove it untouched."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return data, sorted(os.listdir(os.path.dirname(path)))
+
+
+def temp_dir(case) -> str:
+    """A fresh directory, removed after the test (C{mktemp} would leave it in the
+    working directory under pytest, which is the checkout)."""
+    path = tempfile.mkdtemp(prefix="chatroom-history-test-")
+    case.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+class StoreError(sqlite3.OperationalError):
+    """What L{SyncPool} raises while failing."""
+
+
+class SyncPool:
+    """
+    A stand-in for C{adbapi.ConnectionPool} that runs each interaction at once
+    on a real sqlite3 connection, committing or rolling back as adbapi does.
+
+    While C{hold} is set, interactions wait in C{held} until L{release}; while
+    C{failing} is set they fail with L{StoreError} without touching the file.
+    """
+
+    def __init__(self, dbapi_name, database, **kwargs):
+        self.database = database
+        self.kwargs = kwargs
+        self.connection = None  # opened on first use, in "the thread", as adbapi does
+        self.calls: list[str] = []
+        self.held: list = []
+        self.hold = False
+        self.failing = False
+        self.started = False
+        self.closed = False
+
+    def start(self):
+        self.started = True
+
+    def runInteraction(self, interaction, *args):
+        self.calls.append(interaction.__name__)
+        if self.hold:
+            d = defer.Deferred()
+            self.held.append((d, interaction, args))
+            return d
+        return self._run(interaction, args)
+
+    def _run(self, interaction, args):
+        if self.failing:
+            return defer.fail(StoreError("disk I/O error"))
+        try:
+            if self.connection is None:
+                self.connection = sqlite3.connect(self.database, uri=self.kwargs.get("uri", False))
+                self.kwargs["cp_openfun"](self.connection)
+        except sqlite3.Error:
+            self.connection = None
+            return defer.fail()
+        cursor = self.connection.cursor()
+        try:
+            result = interaction(cursor, *args)
+            self.connection.commit()
+        except Exception:
+            self.connection.rollback()
+            return defer.fail()
+        return defer.succeed(result)
+
+    def release(self):
+        """Run the held interactions, in order, and fire their Deferreds."""
+        held, self.held = self.held, []
+        for d, interaction, args in held:
+            self._run(interaction, args).chainDeferred(d)
+
+    def close(self):
+        self.closed = True
+        if self.connection is not None:
+            self.connection.close()
+
+    def writes(self):
+        return self.calls.count("_insert")
+
+
+class _StoreHarness(SynchronousTestCase):
+    """A prepared file, a clock, a store on a L{SyncPool}."""
+
+    def setUp(self):
+        base = temp_dir(self)
+        self.path = os.path.join(base, "history.sqlite3")
+        prepare(self.path)
+        self.clock = task.Clock()
+        self.pools: list[SyncPool] = []
+
+    def make_store(self, **kwargs) -> SQLiteHistory:
+        store = SQLiteHistory(self.path, self.clock, pool_factory=self.pool_factory, **kwargs)
+        self.successResultOf(store.start())
+        self.addCleanup(self.close, store)
+        return store
+
+    def pool_factory(self, *args, **kwargs):
+        pool = SyncPool(*args, **kwargs)
+        self.pools.append(pool)
+        return pool
+
+    def close(self, store):
+        for pool in self.pools:
+            pool.hold = False
+            pool.failing = False
+            pool.release()
+        d = store.stop()
+        self.clock.advance(0)
+        self.successResultOf(d)
+        for pool in self.pools:
+            if not pool.closed:
+                pool.close()
+
+    @property
+    def pool(self) -> SyncPool:
+        return self.pools[-1]
+
+    def turn(self):
+        """End the reactor turn: run what was scheduled with callLater(0)."""
+        self.clock.advance(0)
+
+
+class PrepareTests(SynchronousTestCase):
+    """L{prepare}: create, check, migrate; refuse what is not ours and leave it alone."""
+
+    def setUp(self):
+        self.dir = temp_dir(self)
+        self.path = os.path.join(self.dir, "history.sqlite3")
+
+    def version(self):
+        return rows(self.path, f"SELECT version FROM {history.SCHEMA_TABLE}")
+
+    def assertRefusedUntouched(self, *words):
+        before = snapshot(self.path)
+        error = self.assertRaises(HistoryFileError, prepare, self.path)
+        message = str(error)
+        self.assertIn(self.path, message)
+        self.assertIn("left untouched", message)
+        self.assertNotIn("\n", message)
+        for word in words:
+            self.assertIn(word, message)
+        self.assertEqual(snapshot(self.path), before)
+        return message
+
+    def test_new_file_created(self):
+        self.assertEqual(prepare(self.path), 0)
+        self.assertEqual(self.version(), [(history.SCHEMA_VERSION,)])
+        self.assertEqual(rows(self.path, "PRAGMA journal_mode"), [("wal",)])
+        self.assertEqual(rows(self.path, "SELECT count(*) FROM events"), [(0,)])
+
+    def test_empty_file_becomes_new_history(self):
+        open(self.path, "wb").close()
+        self.assertEqual(prepare(self.path), 0)
+        self.assertEqual(self.version(), [(history.SCHEMA_VERSION,)])
+
+    def test_reopen_keeps_data_and_returns_newest_id(self):
+        prepare(self.path)
+        connection = sqlite3.connect(self.path)
+        connection.executemany(
+            history._INSERT,
+            [
+                (7, T0, "#lobby", "#lobby", "said", "a", "x"),
+                (9, T0, "#dev", "#Dev", "said", "b", "y"),
+            ],
+        )
+        connection.commit()
+        connection.close()
+        self.assertEqual(prepare(self.path), 9)
+        self.assertEqual(rows(self.path, "SELECT id FROM events ORDER BY id"), [(7,), (9,)])
+
+    def test_text_file_refused(self):
+        with open(self.path, "w") as handle:
+            handle.write("these are my notes, not a database\n" * 10)
+        self.assertRefusedUntouched("not a chatroom history database")
+
+    def test_unrelated_sqlite_database_refused(self):
+        connection = sqlite3.connect(self.path)
+        connection.execute("CREATE TABLE recipes (name TEXT)")
+        connection.execute("INSERT INTO recipes VALUES ('soup')")
+        connection.commit()
+        connection.close()
+        self.assertRefusedUntouched("not a chatroom history database")
+
+    def test_unrelated_wal_database_refused_without_wal_files(self):
+        """Even a WAL-mode file gets no -wal or -shm beside it from the check."""
+        connection = sqlite3.connect(self.path)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE recipes (name TEXT)")
+        connection.commit()
+        connection.close()
+        self.assertEqual(os.listdir(self.dir), ["history.sqlite3"])
+        self.assertRefusedUntouched("not a chatroom history database")
+        self.assertEqual(os.listdir(self.dir), ["history.sqlite3"])
+
+    def fill(self, count=5000):
+        prepare(self.path)
+        connection = sqlite3.connect(self.path)
+        connection.executemany(
+            history._INSERT,
+            [
+                (i, T0 + i, "#lobby", "#lobby", "said", "alice", "x" * 100)
+                for i in range(1, count + 1)
+            ],
+        )
+        connection.commit()
+        connection.close()
+        self.assertEqual(sorted(os.listdir(self.dir)), ["history.sqlite3"])
+
+    def test_truncated_database_refused(self):
+        self.fill()
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        with open(self.path, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        self.assertRefusedUntouched("corrupt")
+        self.assertEqual(os.listdir(self.dir), ["history.sqlite3"])
+
+    def test_truncated_header_refused(self):
+        self.fill(10)
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        with open(self.path, "wb") as handle:
+            handle.write(data[:60])
+        self.assertRefusedUntouched("not an SQLite file")
+
+    def test_damaged_page_refused(self):
+        self.fill()
+        with open(self.path, "r+b") as handle:
+            handle.seek(4096 * 5)
+            handle.write(b"\xff" * 300)
+        self.assertRefusedUntouched("corrupt")
+        self.assertEqual(os.listdir(self.dir), ["history.sqlite3"])
+
+    def test_newer_version_refused(self):
+        prepare(self.path)
+        connection = sqlite3.connect(self.path)
+        connection.execute(
+            f"UPDATE {history.SCHEMA_TABLE} SET version = ?", (history.SCHEMA_VERSION + 1,)
+        )
+        connection.commit()
+        connection.close()
+        self.assertRefusedUntouched("newer", str(history.SCHEMA_VERSION + 1))
+
+    def test_directory_refused(self):
+        os.mkdir(self.path)
+        self.assertRaises(HistoryFileError, prepare, self.path)
+
+    def test_missing_directory_refused(self):
+        error = self.assertRaises(
+            HistoryFileError, prepare, os.path.join(self.dir, "nowhere", "h.sqlite3")
+        )
+        self.assertIn("cannot be created", str(error))
+
+    def test_migration_from_version_0(self):
+        """A file marked version 0 (the mark and nothing else) gets every migration."""
+        connection = sqlite3.connect(self.path)
+        connection.execute(f"CREATE TABLE {history.SCHEMA_TABLE} (version INTEGER NOT NULL)")
+        connection.execute(f"INSERT INTO {history.SCHEMA_TABLE} VALUES (0)")
+        connection.commit()
+        connection.close()
+        self.assertEqual(prepare(self.path), 0)
+        self.assertEqual(self.version(), [(history.SCHEMA_VERSION,)])
+        self.assertEqual(rows(self.path, "SELECT count(*) FROM events"), [(0,)])
+
+    def test_migration_from_older_version_keeps_rows(self):
+        """A version-1 file meets code that knows a version 2: the step runs once, rows stay."""
+        self.fill(3)
+        self.patch(
+            history,
+            "MIGRATIONS",
+            history.MIGRATIONS
+            + (("ALTER TABLE events ADD COLUMN edited INTEGER NOT NULL DEFAULT 0",),),
+        )
+        self.assertEqual(prepare(self.path), 3)
+        self.assertEqual(self.version(), [(2,)])
+        self.assertEqual(
+            rows(self.path, "SELECT id, edited FROM events ORDER BY id"), [(1, 0), (2, 0), (3, 0)]
+        )
+        self.assertEqual(prepare(self.path), 3)  # already current: nothing re-applied
+        self.assertEqual(self.version(), [(2,)])
+
+    def test_failed_migration_changes_nothing(self):
+        self.fill(3)
+        self.patch(
+            history, "MIGRATIONS", history.MIGRATIONS + (("ALTER TABLE nosuch ADD COLUMN x",),)
+        )
+        self.assertRaises(HistoryFileError, prepare, self.path)
+        self.patch(history, "MIGRATIONS", history.MIGRATIONS[:1])
+        self.assertEqual(self.version(), [(1,)])
+        self.assertEqual(prepare(self.path), 3)
+
+    def test_replay_query_uses_the_room_index(self):
+        prepare(self.path)
+        plan = rows(
+            self.path,
+            "EXPLAIN QUERY PLAN " + history._RECENT.replace("?", "'x'", 2).replace("?", "20"),
+        )
+        details = " ".join(row[-1] for row in plan)
+        self.assertIn("events_lines", details)
+        self.assertNotIn("TEMP B-TREE", details)
+
+
+class WriteTests(_StoreHarness):
+    """Records are buffered and written one transaction per turn, one at a time."""
+
+    def test_provides_the_interface(self):
+        self.assertTrue(verifyObject(IHistoryStore, self.make_store()))
+
+    def test_pool_is_one_wal_connection(self):
+        self.make_store()
+        self.assertEqual(self.pool.kwargs["cp_min"], 1)
+        self.assertEqual(self.pool.kwargs["cp_max"], 1)
+        self.assertFalse(self.pool.kwargs["check_same_thread"])
+        self.assertTrue(self.pool.started)
+        self.assertEqual(self.pool.connection.execute("PRAGMA journal_mode").fetchone(), ("wal",))
+
+    def test_record_never_writes_in_the_same_turn(self):
+        store = self.make_store()
+        store.record(said(1))
+        self.assertEqual(self.pool.writes(), 0)
+        self.turn()
+        self.assertEqual(self.pool.writes(), 1)
+        self.assertEqual(rows(self.path), [(1, "#lobby", "#lobby", "said", "alice", "line 1")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_one_transaction_per_turn(self):
+        store = self.make_store()
+        for i in range(1, 501):
+            store.record(said(i))
+        self.turn()
+        self.assertEqual(self.pool.writes(), 1)
+        self.assertEqual(len(rows(self.path)), 500)
+
+    def test_one_transaction_in_flight(self):
+        store = self.make_store()
+        self.pool.hold = True
+        store.record(said(1))
+        self.turn()
+        store.record(said(2))
+        store.record(said(3))
+        self.turn()
+        self.turn()
+        self.assertEqual(self.pool.writes(), 1)  # 2 and 3 wait for the first
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.pool.hold = False
+        self.pool.release()
+        self.assertEqual(self.pool.writes(), 1)  # the next write waits for the next turn
+        self.turn()
+        self.assertEqual(self.pool.writes(), 2)
+        self.assertEqual([row[0] for row in rows(self.path)], [1, 2, 3])
+
+    def test_every_kind_stored_renames_and_quits_per_room(self):
+        store = self.make_store()
+        for event in (
+            Joined(1, T0, "#Dev", "alice", "tcp"),
+            Said(2, T0, "#Dev", "alice", "hi"),
+            Emote(3, T0, "#Dev", "alice", "waves"),
+            TopicChanged(4, T0, "#Dev", "alice", "plans"),
+            Parted(5, T0, "#Dev", "alice", "lunch"),
+            Renamed(6, T0, ("#lobby", "#Dev"), "alice", "alicia"),
+            Left(7, T0, ("#lobby", "#Ops"), "alicia", "bye"),
+            Private(8, T0, "alicia", "bob", "secret"),
+        ):
+            store.record(event)
+        self.turn()
+        self.assertEqual(
+            rows(self.path),
+            [
+                (1, "#dev", "#Dev", "joined", "alice", "tcp"),
+                (2, "#dev", "#Dev", "said", "alice", "hi"),
+                (3, "#dev", "#Dev", "emote", "alice", "waves"),
+                (4, "#dev", "#Dev", "topic", "alice", "plans"),
+                (5, "#dev", "#Dev", "parted", "alice", "lunch"),
+                (6, "#dev", "#Dev", "renamed", "alice", "alicia"),
+                (6, "#lobby", "#lobby", "renamed", "alice", "alicia"),
+                (7, "#lobby", "#lobby", "left", "alicia", "bye"),
+                (7, "#ops", "#Ops", "left", "alicia", "bye"),
+            ],
+        )
+        self.assertNotIn("secret", repr(rows(self.path, "SELECT * FROM events")))
+
+
+class RecentTests(_StoreHarness):
+    """The replay query: filtering, order, and records not yet written."""
+
+    def test_filters_room_before_limit_and_kind_oldest_first(self):
+        store = self.make_store()
+        store.record(Joined(1, T0, "#Dev", "bob", "tcp"))
+        for i in range(2, 12):
+            store.record(said(i, room="#Dev"))
+        store.record(said(12, room="#lobby"))
+        store.record(Emote(13, T0 + 13, "#Dev", "bob", "nods"))
+        store.record(TopicChanged(14, T0, "#Dev", "bob", "t"))
+        store.record(said(15, room="#Dev"))
+        self.turn()
+        got = self.successResultOf(store.recent("#dev", 3, 15))
+        self.assertEqual(
+            got,
+            [
+                said(10, room="#Dev"),
+                said(11, room="#Dev"),
+                Emote(13, T0 + 13, "#Dev", "bob", "nods"),
+            ],
+        )
+        self.assertEqual([e.id for e in self.successResultOf(store.recent("#dev", 100, 4))], [2, 3])
+        self.assertEqual(self.successResultOf(store.recent("#dev", 0, 100)), [])
+        self.assertEqual(self.successResultOf(store.recent("#nowhere", 5, 100)), [])
+
+    def test_room_key_is_folded(self):
+        store = self.make_store()
+        store.record(said(1, room="#DeV"))
+        self.turn()
+        self.assertEqual(self.successResultOf(store.recent("#dev", 5, 2)), [said(1, room="#DeV")])
+        self.assertEqual(self.successResultOf(store.recent("#DEV", 5, 2)), [said(1, room="#DeV")])
+
+    def test_includes_buffered_and_in_flight_without_duplicates(self):
+        store = self.make_store()
+        store.record(said(1))
+        self.turn()  # 1 written
+        self.pool.hold = True
+        store.record(said(2))
+        self.turn()  # 2 in flight
+        store.record(said(3))  # 3 buffered
+        d = store.recent("#lobby", 10, 100)  # queued behind the write of 2
+        self.assertNoResult(d)
+        self.pool.hold = False
+        self.pool.release()  # 2 committed, then the query runs
+        self.assertEqual([e.id for e in self.successResultOf(d)], [1, 2, 3])
+        self.turn()
+        self.assertEqual(
+            [e.id for e in self.successResultOf(store.recent("#lobby", 10, 100))], [1, 2, 3]
+        )
+
+    def test_buffered_record_committed_before_the_query_is_not_doubled(self):
+        """Even if the pool answers a write after the query it ran later, ids dedupe."""
+        store = self.make_store()
+        store.record(said(1))
+        self.turn()
+        self.pool.hold = True
+        store.record(said(2))
+        self.turn()
+        d = store.recent("#lobby", 10, 100)
+        write, query = self.pool.held
+        self.pool.held = []
+        self.pool.hold = False
+        # Commit the write first but fire its Deferred only after the query answered.
+        result = self.pool._run(write[1], write[2])
+        self.pool._run(query[1], query[2]).chainDeferred(query[0])
+        result.chainDeferred(write[0])
+        self.assertEqual([e.id for e in self.successResultOf(d)], [1, 2])
+
+    def test_unwritten_records_filtered_like_written_ones(self):
+        store = self.make_store()
+        self.pool.hold = True
+        store.record(said(1, room="#a"))
+        store.record(said(2, room="#B"))
+        store.record(Joined(3, T0, "#b", "x", "udp"))
+        store.record(said(4, room="#b"))
+        d = store.recent("#b", 1, 4)
+        self.pool.release()
+        self.assertEqual(self.successResultOf(d), [said(2, room="#B")])
+
+    def test_values_survive_a_restart(self):
+        store = self.make_store()
+        originals = [said(1, text="héllo ☃"), Emote(2, 1234.5678901234, "#lobby", "bob", "smiles")]
+        for event in originals:
+            store.record(event)
+        self.turn()
+        self.close(store)
+        self.assertEqual(prepare(self.path), 2)
+        again = self.make_store()
+        self.assertEqual(self.successResultOf(again.recent("#lobby", 20, 3)), originals)
+
+    def test_newest_id_counts_unwritten_records(self):
+        store = self.make_store()
+        self.assertEqual(self.successResultOf(store.newest_id()), 0)
+        store.record(said(5))
+        self.turn()
+        store.record(said(9))
+        self.assertEqual(self.successResultOf(store.newest_id()), 9)
+
+
+class PruneTests(_StoreHarness):
+    """Retention: rows older than C{retention_days} go; 0 keeps everything."""
+
+    def fill(self, store):
+        for age_days in (40, 31, 29, 1):
+            store.record(said(int(age_days), time=T0 - age_days * DAY))
+        store.record(Left(50, T0 - 35 * DAY, ("#a", "#b"), "x", ""))
+        self.turn()
+
+    def test_prune_by_retention(self):
+        store = self.make_store(retention_days=30)
+        self.fill(store)
+        self.assertEqual(self.successResultOf(store.prune(T0)), 4)
+        self.assertEqual([row[0] for row in rows(self.path)], [1, 29])
+
+    def test_prune_in_chunks(self):
+        self.patch(history, "PRUNE_CHUNK", 2)
+        store = self.make_store(retention_days=30)
+        self.fill(store)
+        self.assertEqual(self.successResultOf(store.prune(T0)), 4)
+        self.assertEqual(self.pool.calls.count("_delete_older"), 3)
+
+    def test_zero_retention_keeps_everything(self):
+        store = self.make_store(retention_days=0)
+        self.fill(store)
+        self.assertEqual(self.successResultOf(store.prune(T0 + 1000 * DAY)), 0)
+        self.assertEqual(len(rows(self.path)), 6)
+        self.assertNotIn("_delete_older", self.pool.calls)
+
+
+class FailureTests(_StoreHarness):
+    """A failing store: chat goes on, one error line with a count, one recovery line."""
+
+    def history_logs(self, logs):
+        return [
+            event
+            for event in logs
+            if event.get("log_namespace", "").startswith("chatservice.backends.history")
+        ]
+
+    def test_failure_logged_once_with_count_then_recovery(self):
+        store = self.make_store()
+        with capturedLogs() as logs:
+            self.pool.failing = True
+            store.record(said(1))
+            store.record(said(2))
+            self.turn()
+            store.record(said(3))
+            self.turn()
+            store.record(said(4))
+            self.turn()
+            self.assertEqual(
+                [(event["log_level"].name, event["lost"]) for event in self.history_logs(logs)],
+                [("error", 2)],
+            )
+            self.assertEqual(self.history_logs(logs)[0]["problem"], "write failed")
+            self.assertIn("disk I/O error", self.history_logs(logs)[0]["error"])
+            self.pool.failing = False
+            store.record(said(5))
+            self.turn()
+            store.record(said(6))
+            self.turn()
+        events = self.history_logs(logs)
+        self.assertEqual(
+            [(event["log_level"].name, event["lost"]) for event in events],
+            [("error", 2), ("warn", 4)],
+        )
+        self.assertEqual(
+            events[1]["log_format"], "History store recovered; {lost} records were lost"
+        )
+        self.assertEqual([row[0] for row in rows(self.path)], [5, 6])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_second_spell_is_logged_again(self):
+        store = self.make_store()
+        with capturedLogs() as logs:
+            for id_, failing in enumerate((True, False, True, False), start=1):
+                self.pool.failing = failing
+                store.record(said(id_))
+                self.turn()
+        self.assertEqual(
+            [(event["log_level"].name, event["lost"]) for event in self.history_logs(logs)],
+            [("error", 1), ("warn", 1), ("error", 1), ("warn", 1)],
+        )
+
+    def test_failed_records_leave_the_replay(self):
+        store = self.make_store()
+        self.pool.failing = True
+        store.record(said(1))
+        self.turn()
+        self.pool.failing = False
+        self.assertEqual(self.successResultOf(store.recent("#lobby", 10, 10)), [])
+
+    def test_buffer_bound_drops_oldest_and_counts_them(self):
+        store = self.make_store(max_buffered=3)
+        self.pool.hold = True
+        store.record(said(1))
+        self.turn()  # 1 in flight, hung
+        with capturedLogs() as logs:
+            for i in range(2, 8):
+                store.record(said(i))
+            self.pool.hold = False
+            self.pool.release()
+            self.turn()
+        events = self.history_logs(logs)
+        self.assertEqual(
+            [(event["log_level"].name, event["lost"]) for event in events],
+            [("error", 1), ("warn", 3)],
+        )
+        self.assertEqual(events[0]["problem"], "buffer full")
+        self.assertEqual([row[0] for row in rows(self.path)], [1, 5, 6, 7])
+
+    def test_chat_goes_on_when_the_file_is_removed(self):
+        """The real failure, not a fake one: the file and its WAL deleted under the store."""
+        store = self.make_store()
+        store.record(said(1))
+        self.turn()
+        self.pool.connection.close()
+        self.pool.connection = None  # as a pool reconnecting after an error would
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.remove(self.path + suffix)
+        with capturedLogs() as logs:
+            store.record(said(2))
+            self.turn()
+        self.assertEqual([event["lost"] for event in self.history_logs(logs)], [1])
+        self.assertIn("unable to open", self.history_logs(logs)[0]["error"])
+
+    def test_start_failure_is_logged_not_raised(self):
+        """The file vanished between prepare() and start(): logged once, and start() still succeeds."""
+        os.remove(self.path)
+        store = SQLiteHistory(self.path, self.clock, self.pool_factory)
+        with capturedLogs() as logs:
+            self.successResultOf(store.start())
+            store.record(said(1))
+            self.turn()
+        events = self.history_logs(logs)
+        self.assertEqual(
+            [(event.get("problem"), event.get("lost")) for event in events][-1:],
+            [("cannot open", 0)],
+        )
+        self.assertEqual(len([event for event in events if "problem" in event]), 1)
+        self.assertFalse(
+            os.path.exists(self.path)
+        )  # never created afresh behind the operator's back
+        self.successResultOf(store.stop())
+
+
+class StopTests(_StoreHarness):
+    """stop(): flush what is buffered, wait for what is in flight, close."""
+
+    def test_stop_flushes_buffered_records_and_closes(self):
+        store = self.make_store()
+        store.record(said(1))
+        store.record(said(2))
+        d = store.stop()
+        self.successResultOf(d)
+        self.assertEqual([row[0] for row in rows(self.path)], [1, 2])
+        self.assertTrue(self.pool.closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_waits_for_the_write_in_flight_then_writes_the_rest(self):
+        store = self.make_store()
+        self.pool.hold = True
+        store.record(said(1))
+        self.turn()
+        store.record(said(2))
+        d = store.stop()
+        self.assertNoResult(d)
+        self.assertFalse(self.pool.closed)
+        self.pool.hold = False
+        self.pool.release()
+        self.successResultOf(d)
+        self.assertEqual([row[0] for row in rows(self.path)], [1, 2])
+        self.assertTrue(self.pool.closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_waits_for_queries_too(self):
+        store = self.make_store()
+        self.pool.hold = True
+        query = store.recent("#lobby", 5, 10)
+        d = store.stop()
+        self.assertNoResult(d)
+        self.pool.hold = False
+        self.pool.release()
+        self.assertEqual(self.successResultOf(query), [])
+        self.successResultOf(d)
+        self.assertTrue(self.pool.closed)
+
+    def test_stop_gives_up_after_the_grace(self):
+        store = self.make_store()
+        self.pool.hold = True
+        store.record(said(1))
+        self.turn()
+        with capturedLogs() as logs:
+            d = store.stop()
+            self.clock.advance(history.STOP_GRACE)
+        self.successResultOf(d)
+        self.assertFalse(self.pool.closed)  # closing would join the busy thread
+        self.assertEqual([event["waiting"] for event in logs if "waiting" in event], [1])
+        self.pool.hold = False
+        self.pool.release()
+
+    def test_record_after_stop_is_counted_lost(self):
+        store = self.make_store()
+        self.successResultOf(store.stop())
+        with capturedLogs() as logs:
+            store.record(said(1))
+        self.assertEqual(
+            [(event["problem"], event["lost"]) for event in logs if "lost" in event],
+            [("stopped", 1)],
+        )
+        self.failureResultOf(store.recent("#lobby", 5, 10), RuntimeError)
+
+    def test_stop_twice_is_one_stop(self):
+        store = self.make_store()
+        self.assertIs(store.stop(), store.stop())
+
+
+class HistoryServiceTests(_StoreHarness):
+    """The service starts the store, prunes it at start and then hourly, and stops it."""
+
+    def test_start_prunes_now_and_every_interval(self):
+        store = SQLiteHistory(
+            self.path, self.clock, pool_factory=self.pool_factory, retention_days=1
+        )
+        service = HistoryService(store, self.clock)
+        self.clock.advance(T0)
+        service.startService()
+        self.assertTrue(self.pool.started)
+        self.assertEqual(self.pool.calls.count("_delete_older"), 1)
+        store.record(said(1, time=T0))
+        self.turn()
+        self.clock.advance(history.PRUNE_INTERVAL - 1)
+        self.assertEqual(self.pool.calls.count("_delete_older"), 1)
+        self.clock.advance(1)
+        self.assertEqual(self.pool.calls.count("_delete_older"), 2)
+        self.assertEqual(len(rows(self.path)), 1)
+        self.clock.advance(history.PRUNE_INTERVAL * 24)
+        self.assertEqual(rows(self.path), [])
+        self.successResultOf(service.stopService())
+        self.assertTrue(self.pool.closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_prune_failure_logged_and_loop_goes_on(self):
+        store = SQLiteHistory(
+            self.path, self.clock, pool_factory=self.pool_factory, retention_days=1
+        )
+        service = HistoryService(store, self.clock)
+        service.startService()
+        with capturedLogs() as logs:
+            self.pool.failing = True
+            self.clock.advance(history.PRUNE_INTERVAL)
+            self.pool.failing = False
+        self.assertEqual([event["log_format"] for event in logs], ["History prune failed: {error}"])
+        self.clock.advance(history.PRUNE_INTERVAL)
+        self.assertEqual(self.pool.calls.count("_delete_older"), 3)
+        self.successResultOf(service.stopService())
+
+
+class RealPoolTests(TestCase):
+    """The real adbapi pool, its thread and the real reactor, on a real file."""
+
+    timeout = 30
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        base = temp_dir(self)
+        self.path = os.path.join(base, "h.sqlite3")
+        prepare(self.path)
+
+    @defer.inlineCallbacks
+    def test_write_replay_stop_and_restart(self):
+        store = SQLiteHistory(self.path, self.reactor)
+        yield store.start().addTimeout(10, self.reactor)
+        for i in range(1, 101):
+            store.record(said(i, room="#Dev" if i % 2 else "#lobby"))
+        early = yield store.recent("#dev", 5, 1000).addTimeout(10, self.reactor)
+        self.assertEqual([e.id for e in early], [91, 93, 95, 97, 99])
+        self.assertEqual((yield store.newest_id().addTimeout(10, self.reactor)), 100)
+        store.record(Left(101, T0, ("#Dev", "#lobby"), "alice", "bye"))
+        yield store.stop().addTimeout(10, self.reactor)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(self.path))), ["h.sqlite3"])
+        self.assertEqual(prepare(self.path), 101)
+        self.assertEqual(rows(self.path, "SELECT count(*) FROM events"), [(102,)])
+
+        again = SQLiteHistory(self.path, self.reactor)
+        yield again.start().addTimeout(10, self.reactor)
+        replay = yield again.recent("#lobby", 3, 101).addTimeout(10, self.reactor)
+        self.assertEqual(replay, [said(96), said(98), said(100)])
+        yield again.stop().addTimeout(10, self.reactor)
