@@ -5,18 +5,22 @@ asks it when someone joins.
 
     python -m bench.history_replay [MESSAGES]    (default 1,000,000)
 
-It builds the history in a temporary directory (straight through sqlite3, one transaction), then
-times C{recent(room, 20, before=newest + 1)} many times, round-robin over the rooms: first on an
-idle store, then while chat is being written (a few dozen records per query, so writes are
-buffered and in flight as queries run).  Every answer is checked: 20 lines, of that room, in
-order, ending at that room's newest line (or at the newest live line).  Prints, and returns from
-L{run}, a dict of the figures; the target is a median and p99 under 20 ms.
+It builds the history in a temporary directory, straight through sqlite3 in one transaction but
+in the store's own layout: the messages are cut into turns of 1 to 250 records spread over the
+rooms, and each turn is packed by the store's own code into one chunk per room (1 to 50 events a
+chunk), as a busy server writes them.  Then it times C{recent(room, 20, before=newest + 1)} many
+times, round-robin over the rooms: first on an idle store, then while chat is being written (a
+few dozen records per query, so writes are buffered and in flight as queries run).  Every answer
+is checked: 20 lines, of that room, in order, ending at that room's newest line (or at the newest
+live line).  Prints, and returns from L{run}, a dict of the figures; the target is a median and
+p99 under 20 ms.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import statistics
 import sys
@@ -25,8 +29,9 @@ import time
 
 from twisted.internet import defer, task
 
-from chatservice.backends.history import _INSERT, SQLiteHistory, prepare
-from chatservice.core.events import Said
+from chatservice.backends.history import _INSERT, SQLiteHistory, _chunk_rows, prepare
+from chatservice.core.events import Emote, Joined, Said
+from chatservice.core.ids import EPOCH
 from chatservice.core.names import fold
 
 MESSAGES = 1_000_000
@@ -36,30 +41,45 @@ QUERIES = 2000
 WRITES_PER_QUERY = 25
 TARGET_MS = 20.0
 T0 = 1_700_000_000.0
+TURN_MAX = 250
+"""Records per turn at most (uniform 1 to this): 1 to 50 per room's chunk."""
+
+
+def _id(i: int) -> int:
+    """The id of message C{i}, shaped like the service's (milliseconds since its epoch, then
+    node and sequence bits), one message every 10 ms."""
+    return (int((T0 - EPOCH) * 1000) + i * 10) << 22
 
 
 def build(path: str, messages: int) -> dict:
     """A prepared history file with C{messages} lines (every 10th an emote) spread over
-    L{ROOMS}, plus a join per 50 lines; return the newest id of each room."""
+    L{ROOMS}, plus a join per 50 lines, written as a server writes them (see the module
+    docstring); return the newest id of each room."""
     prepare(path)
     newest = {}
+    turns = random.Random(1)
 
-    def rows():
+    def events():
         for i in range(1, messages + 1):
             room = ROOMS[i % len(ROOMS)]
-            newest[fold(room)] = i * 2
+            time = T0 + i * 0.01
             if i % 50 == 0:
-                yield (i * 2 - 1, T0 + i * 0.01, fold(room), room, "joined", f"u{i % 97}", "tcp")
-            kind = "emote" if i % 10 == 0 else "said"
-            yield (
-                i * 2,
-                T0 + i * 0.01,
-                fold(room),
-                room,
-                kind,
-                f"u{i % 97}",
-                f"message number {i}",
-            )
+                yield Joined(_id(i) - 1, time, room, f"u{i % 97}", "tcp")
+            kind = Emote if i % 10 == 0 else Said
+            yield kind(_id(i), time, room, f"u{i % 97}", f"message number {i}")
+            newest[fold(room)] = _id(i)
+
+    def rows():
+        batch = []
+        size = turns.randint(1, TURN_MAX)
+        for event in events():
+            batch.append(event)
+            if len(batch) >= size:
+                yield from _chunk_rows(batch)
+                batch = []
+                size = turns.randint(1, TURN_MAX)
+        if batch:
+            yield from _chunk_rows(batch)
 
     connection = sqlite3.connect(path)
     with connection:
@@ -167,12 +187,16 @@ async def _collect(reactor, messages, queries) -> dict:
         prepare(path)  # what a restart on this file costs: checks and migration
         prepared = time.perf_counter() - started
         size = os.path.getsize(path)
+        connection = sqlite3.connect(path)
+        (chunks,) = connection.execute("SELECT count(*) FROM chunks").fetchone()
+        connection.close()
         cold, idle, busy, written = await measure(reactor, path, newest, queries)
     figures = {
         "messages": messages,
         "rooms": len(ROOMS),
         "limit": LIMIT,
         "file_mb": round(size / 1e6, 1),
+        "chunks": chunks,
         "build_s": round(built, 2),
         "restart_prepare_s": round(prepared, 3),
         "cold_first_ms": round(cold * 1000, 3),

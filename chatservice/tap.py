@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_tap -*-
 """C{twistd chatroom}: its options and the service they build."""
 
+import os
 import sys
 
 from twisted import copyright
@@ -196,8 +197,11 @@ def makeService(options, reactor=None) -> ChatService:
     ids = IdGenerator(reactor)
     store = None
     if options["history"] is not None:
+        # Resolved now: twistd's daemon mode changes to --rundir after this, and the
+        # file checked here must be the one the store opens later.
+        path = os.path.abspath(options["history"])
         try:
-            ids.advance_past(history_store.prepare(options["history"]))
+            ids.advance_past(history_store.prepare(path))
         except history_store.HistoryFileError as error:
             if not owns_process:
                 raise
@@ -205,7 +209,7 @@ def makeService(options, reactor=None) -> ChatService:
             sys.stderr.write(f"chatroom: {error}\n")
             raise SystemExit(1) from None
         store = history_store.SQLiteHistory(
-            options["history"], reactor, retention_days=options["history-days"]
+            path, reactor, retention_days=options["history-days"]
         )
     registry = NickRegistry()
     hub = Hub(reactor, limits, options["default-room"], history=store,

@@ -26,6 +26,7 @@ from chatservice.backends.history import (
     HistoryService,
     SQLiteHistory,
     prepare,
+    stored_events,
 )
 from chatservice.core.events import (
     Emote,
@@ -50,13 +51,33 @@ def said(id_, room="#lobby", nick="alice", text=None, time=None):
     )
 
 
-def rows(path, sql="SELECT id, room_key, room, kind, nick, text FROM events ORDER BY id, room_key"):
-    """What the file holds, read as another process would."""
+def rows(path, sql="SELECT room_key, first_id, last_id, lines FROM chunks ORDER BY rowid"):
+    """What the file holds, read as another process would: by default its
+    chunks (room, first and last id, public lines), in the order written."""
     connection = sqlite3.connect(path)
     try:
         return connection.execute(sql).fetchall()
     finally:
         connection.close()
+
+
+def ids(path):
+    """The ids of the events stored, in order (a rename or quit once per room)."""
+    return [event.id for event in stored_events(path)]
+
+
+def write(path, events, per_chunk=None):
+    """Store C{events} straight into the file, packed as the store packs them:
+    one write of them all, or one per C{per_chunk} events."""
+    events = list(events)
+    size = per_chunk or max(1, len(events))
+    connection = sqlite3.connect(path)
+    with connection:
+        for start in range(0, len(events), size):
+            connection.executemany(
+                history._INSERT, history._chunk_rows(events[start : start + size])
+            )
+    connection.close()
 
 
 def snapshot(path):
@@ -143,6 +164,23 @@ class SyncPool:
         return self.calls.count("_insert")
 
 
+class _Counting:
+    """A cursor that notes each row it hands out."""
+
+    def __init__(self, cursor, fetched):
+        self._cursor = cursor
+        self._fetched = fetched
+
+    def execute(self, *args):
+        return self._cursor.execute(*args)
+
+    def fetchone(self):
+        row = self._cursor.fetchone()
+        if row is not None:
+            self._fetched.append(row)
+        return row
+
+
 class _StoreHarness(SynchronousTestCase):
     """A prepared file, a clock, a store on a L{SyncPool}."""
 
@@ -211,7 +249,7 @@ class PrepareTests(SynchronousTestCase):
         self.assertEqual(prepare(self.path), 0)
         self.assertEqual(self.version(), [(history.SCHEMA_VERSION,)])
         self.assertEqual(rows(self.path, "PRAGMA journal_mode"), [("wal",)])
-        self.assertEqual(rows(self.path, "SELECT count(*) FROM events"), [(0,)])
+        self.assertEqual(rows(self.path, "SELECT count(*) FROM chunks"), [(0,)])
 
     def test_empty_file_becomes_new_history(self):
         open(self.path, "wb").close()
@@ -220,18 +258,9 @@ class PrepareTests(SynchronousTestCase):
 
     def test_reopen_keeps_data_and_returns_newest_id(self):
         prepare(self.path)
-        connection = sqlite3.connect(self.path)
-        connection.executemany(
-            history._INSERT,
-            [
-                (7, T0, "#lobby", "#lobby", "said", "a", "x"),
-                (9, T0, "#dev", "#Dev", "said", "b", "y"),
-            ],
-        )
-        connection.commit()
-        connection.close()
+        write(self.path, [said(7), said(9, room="#Dev")])
         self.assertEqual(prepare(self.path), 9)
-        self.assertEqual(rows(self.path, "SELECT id FROM events ORDER BY id"), [(7,), (9,)])
+        self.assertEqual(ids(self.path), [7, 9])
 
     def test_text_file_refused(self):
         with open(self.path, "w") as handle:
@@ -259,16 +288,7 @@ class PrepareTests(SynchronousTestCase):
 
     def fill(self, count=5000):
         prepare(self.path)
-        connection = sqlite3.connect(self.path)
-        connection.executemany(
-            history._INSERT,
-            [
-                (i, T0 + i, "#lobby", "#lobby", "said", "alice", "x" * 100)
-                for i in range(1, count + 1)
-            ],
-        )
-        connection.commit()
-        connection.close()
+        write(self.path, (said(i, text="x" * 100) for i in range(1, count + 1)), per_chunk=10)
         self.assertEqual(sorted(os.listdir(self.dir)), ["history.sqlite3"])
 
     def test_truncated_database_refused(self):
@@ -325,7 +345,7 @@ class PrepareTests(SynchronousTestCase):
         connection.close()
         self.assertEqual(prepare(self.path), 0)
         self.assertEqual(self.version(), [(history.SCHEMA_VERSION,)])
-        self.assertEqual(rows(self.path, "SELECT count(*) FROM events"), [(0,)])
+        self.assertEqual(rows(self.path, "SELECT count(*) FROM chunks"), [(0,)])
 
     def test_migration_from_older_version_keeps_rows(self):
         """A version-1 file meets code that knows a version 2: the step runs once, rows stay."""
@@ -334,13 +354,12 @@ class PrepareTests(SynchronousTestCase):
             history,
             "MIGRATIONS",
             history.MIGRATIONS
-            + (("ALTER TABLE events ADD COLUMN edited INTEGER NOT NULL DEFAULT 0",),),
+            + (("ALTER TABLE chunks ADD COLUMN edited INTEGER NOT NULL DEFAULT 0",),),
         )
         self.assertEqual(prepare(self.path), 3)
         self.assertEqual(self.version(), [(2,)])
-        self.assertEqual(
-            rows(self.path, "SELECT id, edited FROM events ORDER BY id"), [(1, 0), (2, 0), (3, 0)]
-        )
+        self.assertEqual(rows(self.path, "SELECT DISTINCT edited FROM chunks"), [(0,)])
+        self.assertEqual(ids(self.path), [1, 2, 3])
         self.assertEqual(prepare(self.path), 3)  # already current: nothing re-applied
         self.assertEqual(self.version(), [(2,)])
 
@@ -355,14 +374,16 @@ class PrepareTests(SynchronousTestCase):
         self.assertEqual(prepare(self.path), 3)
 
     def test_replay_query_uses_the_room_index(self):
+        """Newest chunks of one room first, straight from the index: no scan, no sort."""
         prepare(self.path)
         plan = rows(
             self.path,
-            "EXPLAIN QUERY PLAN " + history._RECENT.replace("?", "'x'", 2).replace("?", "20"),
+            "EXPLAIN QUERY PLAN " + history._RECENT.replace("?", "'x'", 1).replace("?", "20"),
         )
         details = " ".join(row[-1] for row in plan)
-        self.assertIn("events_lines", details)
+        self.assertIn("USING INDEX chunks_room (room_key=?)", details)
         self.assertNotIn("TEMP B-TREE", details)
+        self.assertNotIn("SCAN chunks", details.replace("SCAN chunks USING INDEX", ""))
 
 
 class WriteTests(_StoreHarness):
@@ -385,7 +406,7 @@ class WriteTests(_StoreHarness):
         self.assertEqual(self.pool.writes(), 0)
         self.turn()
         self.assertEqual(self.pool.writes(), 1)
-        self.assertEqual(rows(self.path), [(1, "#lobby", "#lobby", "said", "alice", "line 1")])
+        self.assertEqual(stored_events(self.path), [said(1)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_one_transaction_per_turn(self):
@@ -394,7 +415,9 @@ class WriteTests(_StoreHarness):
             store.record(said(i))
         self.turn()
         self.assertEqual(self.pool.writes(), 1)
-        self.assertEqual(len(rows(self.path)), 500)
+        self.assertEqual(ids(self.path), list(range(1, 501)))
+        # One chunk per room, cut at CHUNK_EVENTS.
+        self.assertEqual(rows(self.path), [("#lobby", 1, 256, 256), ("#lobby", 257, 500, 244)])
 
     def test_one_transaction_in_flight(self):
         store = self.make_store()
@@ -412,7 +435,8 @@ class WriteTests(_StoreHarness):
         self.assertEqual(self.pool.writes(), 1)  # the next write waits for the next turn
         self.turn()
         self.assertEqual(self.pool.writes(), 2)
-        self.assertEqual([row[0] for row in rows(self.path)], [1, 2, 3])
+        self.assertEqual(ids(self.path), [1, 2, 3])
+        self.assertEqual(rows(self.path), [("#lobby", 1, 1, 1), ("#lobby", 2, 3, 2)])
 
     def test_every_kind_stored_renames_and_quits_per_room(self):
         store = self.make_store()
@@ -429,20 +453,105 @@ class WriteTests(_StoreHarness):
             store.record(event)
         self.turn()
         self.assertEqual(
-            rows(self.path),
+            stored_events(self.path),
             [
-                (1, "#dev", "#Dev", "joined", "alice", "tcp"),
-                (2, "#dev", "#Dev", "said", "alice", "hi"),
-                (3, "#dev", "#Dev", "emote", "alice", "waves"),
-                (4, "#dev", "#Dev", "topic", "alice", "plans"),
-                (5, "#dev", "#Dev", "parted", "alice", "lunch"),
-                (6, "#dev", "#Dev", "renamed", "alice", "alicia"),
-                (6, "#lobby", "#lobby", "renamed", "alice", "alicia"),
-                (7, "#lobby", "#lobby", "left", "alicia", "bye"),
-                (7, "#ops", "#Ops", "left", "alicia", "bye"),
+                Joined(1, T0, "#Dev", "alice", "tcp"),
+                Said(2, T0, "#Dev", "alice", "hi"),
+                Emote(3, T0, "#Dev", "alice", "waves"),
+                TopicChanged(4, T0, "#Dev", "alice", "plans"),
+                Parted(5, T0, "#Dev", "alice", "lunch"),
+                Renamed(6, T0, ("#Dev",), "alice", "alicia"),
+                Renamed(6, T0, ("#lobby",), "alice", "alicia"),
+                Left(7, T0, ("#lobby",), "alicia", "bye"),
+                Left(7, T0, ("#Ops",), "alicia", "bye"),
             ],
         )
-        self.assertNotIn("secret", repr(rows(self.path, "SELECT * FROM events")))
+        self.assertEqual(
+            rows(self.path), [("#dev", 1, 6, 2), ("#lobby", 6, 7, 0), ("#ops", 7, 7, 0)]
+        )
+        self.assertNotIn("secret", repr(rows(self.path, "SELECT * FROM chunks")))
+
+    def test_one_row_per_room_per_write(self):
+        """A batch with lines in two rooms is two rows, each with its room's lines in order."""
+        store = self.make_store()
+        for i in range(1, 7):
+            store.record(said(i, room="#Dev" if i % 3 else "#lobby"))
+        store.record(Joined(7, T0, "#dev", "bob", "udp"))
+        self.turn()
+        self.assertEqual(self.pool.writes(), 1)
+        self.assertEqual(rows(self.path), [("#dev", 1, 7, 4), ("#lobby", 3, 6, 2)])
+        self.assertEqual(
+            [(event.id, event.room) for event in stored_events(self.path)],
+            [(1, "#Dev"), (2, "#Dev"), (3, "#lobby"), (4, "#Dev"), (5, "#Dev"), (6, "#lobby"),
+             (7, "#dev")],
+        )
+
+    def test_rename_and_quit_land_in_each_room(self):
+        """A rename across two rooms goes into both rooms' chunks, same id; so does a quit."""
+        store = self.make_store()
+        store.record(said(1, room="#a"))
+        store.record(said(2, room="#b"))
+        self.turn()
+        store.record(Renamed(3, T0 + 3, ("#A", "#b"), "alice", "alicia"))
+        self.turn()
+        store.record(Left(4, T0 + 4, ("#a", "#b", "#c"), "alicia", "bye"))
+        self.turn()
+        self.assertEqual(
+            rows(self.path)[2:],
+            [("#a", 3, 3, 0), ("#b", 3, 3, 0), ("#a", 4, 4, 0), ("#b", 4, 4, 0), ("#c", 4, 4, 0)],
+        )
+        self.assertEqual(
+            stored_events(self.path)[2:],
+            [
+                Renamed(3, T0 + 3, ("#A",), "alice", "alicia"),
+                Renamed(3, T0 + 3, ("#b",), "alice", "alicia"),
+                Left(4, T0 + 4, ("#a",), "alicia", "bye"),
+                Left(4, T0 + 4, ("#b",), "alicia", "bye"),
+                Left(4, T0 + 4, ("#c",), "alicia", "bye"),
+            ],
+        )
+
+    def test_separators_in_a_field_are_removed(self):
+        """The session never lets C0 controls through, but a stray separator must not
+        split an event or shift its neighbours: it is dropped from its field."""
+        store = self.make_store()
+        store.record(said(1, text="before"))
+        store.record(Said(2, T0, "#lobby", "ali\x1ece", "a\x1fb\x1ec"))
+        store.record(Parted(3, T0, "#lobby", "bob", "x\x1f\x1f"))
+        store.record(said(4, text="after"))
+        self.turn()
+        self.assertEqual(
+            stored_events(self.path),
+            [
+                said(1, text="before"),
+                Said(2, T0, "#lobby", "alice", "abc"),
+                Parted(3, T0, "#lobby", "bob", "x"),
+                said(4, text="after"),
+            ],
+        )
+
+    def test_stored_events_round_trip(self):
+        """Every kind, odd times and text come back as they went in, read-only."""
+        store = self.make_store()
+        events = [
+            Joined(10**18, 1234.5678901234, "#Dev", "alice", "tcp"),
+            Said(10**18 + 1, T0 + 0.1, "#Dev", "alice", "héllo ☃ — 🎉"),
+            Emote(10**18 + 2, T0 + 0.2, "#lobby", "bob", ""),
+            TopicChanged(10**18 + 3, T0 + 1e-6, "#Dev", "bob", ""),
+            Parted(10**18 + 4, T0 + 3, "#Dev", "bob", "lunch, back at 2"),
+        ]
+        for event in events:
+            store.record(event)
+        self.turn()
+        self.close(store)
+        before = snapshot(self.path)
+        self.assertEqual(stored_events(self.path), events)
+        self.assertEqual(snapshot(self.path), before)
+
+    def test_stored_events_never_creates_a_file(self):
+        missing = os.path.join(os.path.dirname(self.path), "missing.sqlite3")
+        self.assertRaises(sqlite3.OperationalError, stored_events, missing)
+        self.assertFalse(os.path.exists(missing))
 
 
 class RecentTests(_StoreHarness):
@@ -477,6 +586,72 @@ class RecentTests(_StoreHarness):
         self.turn()
         self.assertEqual(self.successResultOf(store.recent("#dev", 5, 2)), [said(1, room="#DeV")])
         self.assertEqual(self.successResultOf(store.recent("#DEV", 5, 2)), [said(1, room="#DeV")])
+
+    def test_spans_several_chunks(self):
+        """Lines written over several turns, with chunks of joins alone between them."""
+        store = self.make_store()
+        next_id = 1
+        for turn in range(5):
+            store.record(Joined(next_id, T0, "#lobby", f"u{turn}", "tcp"))
+            next_id += 1
+            self.turn()
+            for _ in range(3):
+                store.record(said(next_id))
+                store.record(said(next_id + 1, room="#other"))
+                next_id += 2
+            self.turn()
+        self.assertEqual(len(rows(self.path)), 15)  # per turn: a join chunk, two line chunks
+        lobby = [
+            event
+            for event in stored_events(self.path)
+            if type(event) is Said and event.room == "#lobby"
+        ]
+        self.assertEqual(len(lobby), 15)
+        self.assertEqual(self.successResultOf(store.recent("#lobby", 7, 1000)), lobby[-7:])
+        self.assertEqual(self.successResultOf(store.recent("#lobby", 100, 1000)), lobby)
+
+    def test_before_in_the_middle_of_a_chunk(self):
+        store = self.make_store()
+        for i in range(1, 11):
+            store.record(said(i))
+        self.turn()
+        for i in range(11, 21):
+            store.record(said(i))
+        self.turn()
+        self.assertEqual(rows(self.path), [("#lobby", 1, 10, 10), ("#lobby", 11, 20, 10)])
+        for before, expected in ((15, [11, 12, 13, 14]), (13, [9, 10, 11, 12]), (3, [1, 2])):
+            got = self.successResultOf(store.recent("#lobby", 4, before))
+            self.assertEqual(got, [said(i) for i in expected])
+        self.assertEqual(self.successResultOf(store.recent("#lobby", 4, 1)), [])
+
+    def test_reads_only_the_chunks_it_needs(self):
+        """The newest chunks first, and one more to know that no other line is newer."""
+        prepare(self.path)
+        for turn in range(50):
+            write(self.path, [said(turn * 10 + i) for i in range(1, 11)])
+        store = self.make_store()
+        fetched: list = []
+        select = history._select_recent
+        self.patch(
+            history,
+            "_select_recent",
+            lambda txn, *args: select(_Counting(txn, fetched), *args),
+        )
+        got = self.successResultOf(store.recent("#lobby", 15, 10_000))
+        self.assertEqual([e.id for e in got], list(range(486, 501)))
+        self.assertEqual([row[1] for row in fetched], [500, 490, 480])
+
+    def test_overlapping_chunks_still_answer_right(self):
+        """Chunks of one room never overlap as the store writes them; if some did
+        (a file written by other means), the answer would still be the newest lines."""
+        write(self.path, [said(1), said(2), said(9), said(10)])
+        write(self.path, [said(3), said(4)])
+        write(self.path, [said(5), said(6), said(7)])
+        store = self.make_store()
+        for limit, before, expected in ((3, 100, [7, 9, 10]), (5, 100, [5, 6, 7, 9, 10]),
+                                        (3, 9, [5, 6, 7]), (8, 100, [2, 3, 4, 5, 6, 7, 9, 10])):
+            got = self.successResultOf(store.recent("#lobby", limit, before))
+            self.assertEqual([e.id for e in got], expected)
 
     def test_includes_buffered_and_in_flight_without_duplicates(self):
         store = self.make_store()
@@ -549,8 +724,10 @@ class PruneTests(_StoreHarness):
     """Retention: rows older than C{retention_days} go; 0 keeps everything."""
 
     def fill(self, store):
+        """One write each, so one chunk each (the quit: one per room)."""
         for age_days in (40, 31, 29, 1):
             store.record(said(int(age_days), time=T0 - age_days * DAY))
+            self.turn()
         store.record(Left(50, T0 - 35 * DAY, ("#a", "#b"), "x", ""))
         self.turn()
 
@@ -558,7 +735,17 @@ class PruneTests(_StoreHarness):
         store = self.make_store(retention_days=30)
         self.fill(store)
         self.assertEqual(self.successResultOf(store.prune(T0)), 4)
-        self.assertEqual([row[0] for row in rows(self.path)], [1, 29])
+        self.assertEqual(ids(self.path), [1, 29])
+
+    def test_a_chunk_goes_with_its_newest_event(self):
+        """A chunk spans one turn: it stays while its newest event is kept."""
+        store = self.make_store(retention_days=30)
+        store.record(said(1, time=T0 - 31 * DAY))
+        store.record(said(2, time=T0 - 29 * DAY))
+        store.record(said(3, room="#dev", time=T0 - 31 * DAY))
+        self.turn()
+        self.assertEqual(self.successResultOf(store.prune(T0)), 1)
+        self.assertEqual(ids(self.path), [1, 2])
 
     def test_prune_in_chunks(self):
         self.patch(history, "PRUNE_CHUNK", 2)
@@ -571,7 +758,7 @@ class PruneTests(_StoreHarness):
         store = self.make_store(retention_days=0)
         self.fill(store)
         self.assertEqual(self.successResultOf(store.prune(T0 + 1000 * DAY)), 0)
-        self.assertEqual(len(rows(self.path)), 6)
+        self.assertEqual(len(stored_events(self.path)), 6)
         self.assertNotIn("_delete_older", self.pool.calls)
 
 
@@ -615,7 +802,7 @@ class FailureTests(_StoreHarness):
         self.assertEqual(
             events[1]["log_format"], "History store recovered; {lost} records were lost"
         )
-        self.assertEqual([row[0] for row in rows(self.path)], [5, 6])
+        self.assertEqual(ids(self.path), [5, 6])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_a_second_spell_is_logged_again(self):
@@ -655,7 +842,7 @@ class FailureTests(_StoreHarness):
             [("error", 1), ("warn", 3)],
         )
         self.assertEqual(events[0]["problem"], "buffer full")
-        self.assertEqual([row[0] for row in rows(self.path)], [1, 5, 6, 7])
+        self.assertEqual(ids(self.path), [1, 5, 6, 7])
 
     def test_chat_goes_on_when_the_file_is_removed(self):
         """The real failure, not a fake one: the file and its WAL deleted under the store."""
@@ -702,7 +889,7 @@ class StopTests(_StoreHarness):
         store.record(said(2))
         d = store.stop()
         self.successResultOf(d)
-        self.assertEqual([row[0] for row in rows(self.path)], [1, 2])
+        self.assertEqual(ids(self.path), [1, 2])
         self.assertTrue(self.pool.closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -718,7 +905,7 @@ class StopTests(_StoreHarness):
         self.pool.hold = False
         self.pool.release()
         self.successResultOf(d)
-        self.assertEqual([row[0] for row in rows(self.path)], [1, 2])
+        self.assertEqual(ids(self.path), [1, 2])
         self.assertTrue(self.pool.closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -782,9 +969,9 @@ class HistoryServiceTests(_StoreHarness):
         self.assertEqual(self.pool.calls.count("_delete_older"), 1)
         self.clock.advance(1)
         self.assertEqual(self.pool.calls.count("_delete_older"), 2)
-        self.assertEqual(len(rows(self.path)), 1)
+        self.assertEqual(ids(self.path), [1])
         self.clock.advance(history.PRUNE_INTERVAL * 24)
-        self.assertEqual(rows(self.path), [])
+        self.assertEqual(stored_events(self.path), [])
         self.successResultOf(service.stopService())
         self.assertTrue(self.pool.closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -831,7 +1018,7 @@ class RealPoolTests(TestCase):
         yield store.stop().addTimeout(10, self.reactor)
         self.assertEqual(sorted(os.listdir(os.path.dirname(self.path))), ["h.sqlite3"])
         self.assertEqual(prepare(self.path), 101)
-        self.assertEqual(rows(self.path, "SELECT count(*) FROM events"), [(102,)])
+        self.assertEqual(len(stored_events(self.path)), 102)
 
         again = SQLiteHistory(self.path, self.reactor)
         yield again.start().addTimeout(10, self.reactor)

@@ -235,7 +235,7 @@ class RoomTests(HubTestMixin, SynchronousTestCase):
 
     def test_part_not_member(self):
         """Parting a room one is not in is refused."""
-        alice = self.connect("alice", "#dev")
+        self.connect("alice", "#dev")
         bob = self.connect("bob")
         self.assertRaises(NotInRoom, self.hub.part, bob, self.room("#dev"), "")
         self.assertEqual(self.hub.who(self.room("#dev")), (("alice", "tcp"),))

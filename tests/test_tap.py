@@ -7,7 +7,6 @@ import io
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from zope.interface.verify import verifyObject
 from chatservice import __version__, tap
 from chatservice.backends import history as history_store
 from chatservice.core.errors import Unavailable
-from chatservice.core.events import Joined, Left
+from chatservice.core.events import Joined, Left, Said
 from chatservice.core.flood import FloodPolicy
 from chatservice.core.ids import EPOCH, id_time
 from chatservice.core.interfaces import IHistoryStore, IParticipant
@@ -714,6 +713,21 @@ class MakeServiceHistoryTests(SynchronousTestCase):
         self.assertEqual(service.hub.turn.sinks, [store])
         self.assertEqual(history_store.prepare(self.path), 0)
 
+    def test_a_relative_path_is_resolved_when_made(self):
+        """twistd's daemon mode changes to --rundir later: the store must open the file checked."""
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.folder)
+        service = tap.makeService(
+            parse("--tcp", "7000", "--udp", "off", "--history", "relative.sqlite3"),
+            reactor=self.reactor,
+        )
+        os.chdir(temp_folder(self))  # as twistd does with --rundir
+        [child] = [c for c in service if isinstance(c, history_store.HistoryService)]
+        expected = os.path.join(os.path.realpath(self.folder), "relative.sqlite3")
+        self.assertEqual(os.path.realpath(child.store.path), expected)
+        self.assertTrue(os.path.isabs(child.store.path))
+        self.assertTrue(os.path.exists(expected))
+
     def fake_store(self):
         """Make the next makeService build a L{JournalStore}; fire with it."""
         made = []
@@ -748,13 +762,9 @@ class MakeServiceHistoryTests(SynchronousTestCase):
         """A restart must not issue an id the history already holds, even one from ahead."""
         history_store.prepare(self.path)
         newest = ((int((1_900_000_000 - EPOCH) * 1000)) << 22) | 5  # a 2030 id, node 0
-        with sqlite3.connect(self.path) as connection:
-            connection.execute(
-                "INSERT INTO events (id, time, room_key, room, kind, nick, text)"
-                " VALUES (?, ?, '#lobby', '#lobby', 'said', 'alice', 'from the future')",
-                (newest, id_time(newest)),
-            )
-        connection.close()
+        history_store.write_events(
+            self.path, [Said(newest, id_time(newest), "#lobby", "alice", "from the future")]
+        )
         self.assertEqual(history_store.prepare(self.path), newest)
         service = self.make()
         issued = service.hub.ids.next()

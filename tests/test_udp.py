@@ -21,7 +21,7 @@ from chatservice.core.nicks import NickRegistry, validate
 from chatservice.frontends.reliable import HEADER_ROOM, AckFrame, DataFrame, encode_ack, parse_frame
 from chatservice.core.session import REGISTRY_TIMEOUT
 from chatservice.frontends.line import LineChatFactory
-from chatservice.frontends.udp import MAX_DATAGRAM, DatagramChat, UdpPeer
+from chatservice.frontends.udp import MAX_DATAGRAM, DatagramChat
 from tests.fakes import DeferredRegistry, RecordingSink
 
 ALICE = ("127.0.0.1", 40001)

@@ -7,7 +7,9 @@ The reactor thread never touches the file once the reactor runs: L{prepare}
 checks and migrates it synchronously at start, and L{SQLiteHistory} then does
 everything through one pooled connection in one worker thread.  Records are
 buffered in memory and written at most one transaction per reactor turn, one
-transaction at a time, so a burst of chat costs one commit, not one per line.
+transaction at a time, so a burst of chat costs one commit, not one per line;
+and a transaction writes one row per room (a chunk packing that room's events
+of the batch), not one per event, so a busy room costs a row per turn.
 When the store fails (disk full, file gone), chat goes on: the records are
 counted as lost, logged once, and the recovery is logged when a write works
 again.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import struct
 from collections import deque
 from pathlib import Path
 
@@ -60,23 +63,30 @@ SCHEMA_TABLE = "chatroom_schema"
 """The table that marks a file as a chatroom history and holds its version."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    # 0 -> 1: the initial schema.  One row per event and room (a rename or a
-    # quit concerns several rooms: one row each, same id).  The replay reads
-    # the newest public lines of one room, so a partial index on (room_key, id)
-    # over those lines alone answers it in a few page reads whatever the size
-    # of the file.  No other index: each costs every insert (the benchmark's
-    # history-on/off ratio); newest_id() runs once at start and may scan, and
-    # prune() deletes from the front of the table, where the oldest rows are.
+    # 0 -> 1: the initial schema.  One row per room and write (a "chunk"):
+    # the events of that room in one batch, packed into two values (their
+    # times, and the rest as text; see "chunks and events" below).  At a busy
+    # server's rate a row per event cost about a quarter of the core in the
+    # sqlite3 module's bindings and SQLite's inserts alone; a chunk costs one
+    # row per room and write (CHUNK_EVENTS events at most).  A rename or a
+    # quit concerns several rooms: it goes into each room's chunk, same id.
+    # The replay reads the newest chunks of one room, so an index on
+    # (room_key, last_id) answers it in a few page reads whatever the size of
+    # the file; "lines" (the public lines in the chunk) lets it skip chunks of
+    # joins and parts alone.  No other index: each costs every insert;
+    # newest_id() runs once at start and scans that index, and prune()
+    # deletes from the front of the table, where the oldest chunks are.
     (
-        "CREATE TABLE events ("
-        " id INTEGER NOT NULL,"
-        " time REAL NOT NULL,"
+        "CREATE TABLE chunks ("
         " room_key TEXT NOT NULL,"
         " room TEXT NOT NULL,"
-        " kind TEXT NOT NULL,"
-        " nick TEXT NOT NULL,"
-        " text TEXT NOT NULL)",
-        "CREATE INDEX events_lines ON events (room_key, id)" " WHERE kind IN ('said', 'emote')",
+        " first_id INTEGER NOT NULL,"
+        " last_id INTEGER NOT NULL,"
+        " last_time REAL NOT NULL,"
+        " lines INTEGER NOT NULL,"
+        " times BLOB NOT NULL,"
+        " data TEXT NOT NULL)",
+        "CREATE INDEX chunks_room ON chunks (room_key, last_id)",
     ),
 )
 """MIGRATIONS[n] holds the statements that take a file from version n to n+1;
@@ -86,13 +96,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code writes."""
 
 _INSERT = (
-    "INSERT INTO events (id, time, room_key, room, kind, nick, text) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chunks (room_key, room, first_id, last_id, last_time, lines, times, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _RECENT = (
-    "SELECT id, time, room, kind, nick, text FROM events"
-    " WHERE room_key = ? AND id < ? AND kind IN ('said', 'emote')"
-    " ORDER BY id DESC LIMIT ?"
+    "SELECT first_id, last_id, room, times, data FROM chunks"
+    " WHERE room_key = ? AND first_id < ? AND lines > 0"
+    " ORDER BY last_id DESC"
 )
+_NEWEST = "SELECT max(last_id) FROM chunks"
 _NO_UPPER_BOUND = 1 << 63
 
 
@@ -157,13 +169,9 @@ def _validate(path: str) -> bool:
     @return: whether it has no tables at all (a new, empty database).
     @raise HistoryFileError: it is not ours, is corrupt, or is too new.
     """
-    journals = any(os.path.exists(path + suffix) for suffix in ("-wal", "-journal"))
-    # Without a journal beside it the main file is complete: read it as
-    # immutable, which takes no lock and creates no -wal/-shm on a file that is
-    # maybe not ours.  With one, it must be read through SQLite's recovery.
     connection = None
     try:
-        connection = sqlite3.connect(_uri(path, "mode=ro" if journals else "immutable=1"), uri=True)
+        connection = _read_only(path)
         tables = {
             name
             for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -182,8 +190,8 @@ def _validate(path: str) -> bool:
                 f"was written by a newer chatroom (schema version {version};"
                 f" this one knows up to {len(MIGRATIONS)})",
             )
-        if version >= 1 and "events" not in tables:
-            raise _refuse(path, f"is corrupt (schema version {version} but no events table)")
+        if version >= 1 and "chunks" not in tables:
+            raise _refuse(path, f"is corrupt (schema version {version} but no chunks table)")
         report = [row[0] for row in connection.execute("PRAGMA quick_check")]
         if report != ["ok"]:
             raise _refuse(path, f"is corrupt ({_first_problem(report)})")
@@ -193,6 +201,16 @@ def _validate(path: str) -> bool:
     finally:
         if connection is not None:
             connection.close()
+
+
+def _read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot change the file nor leave anything beside it."""
+    journals = any(os.path.exists(path + suffix) for suffix in ("-wal", "-journal"))
+    # Without a journal beside it the main file is complete: read it as
+    # immutable, which takes no lock and creates no -wal/-shm (a read-only
+    # connection to a WAL file would, and could not remove them).  With one,
+    # it must be read through SQLite's recovery, and a writer may be at work.
+    return sqlite3.connect(_uri(path, "mode=ro" if journals else "immutable=1"), uri=True)
 
 
 def _first_problem(report: list[str]) -> str:
@@ -233,7 +251,7 @@ def _open_and_migrate(path: str, create: bool) -> int:
                 connection.execute(statement)
         connection.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (len(MIGRATIONS),))
         connection.execute("COMMIT")
-        (newest,) = connection.execute("SELECT max(id) FROM events").fetchone()
+        (newest,) = connection.execute(_NEWEST).fetchone()
         return newest or 0
     except sqlite3.Error as error:
         if create:
@@ -246,74 +264,223 @@ def _open_and_migrate(path: str, create: bool) -> int:
             connection.close()
 
 
-# -- rows and events ----------------------------------------------------------
+# -- chunks and events ---------------------------------------------------------
+#
+# A chunk holds events of one room from one write, in id order, in two values.
+# C{times}: their times, as little-endian IEEE doubles one after the other, so
+# each comes back exactly (formatting floats as text cost more than all the
+# rest of the packing).  C{data}: the events joined by RS (\x1e), each five
+# fields joined by US (\x1f): the id less the chunk's first_id, the kind, the
+# room's display name (empty when it is the chunk's C{room}), nick, and the
+# kind's text (the line, the transport, the reason, the topic; for a rename
+# the old nick is the nick and the new one the text).  User text never holds
+# C0 controls (the session scrubs every line, nick and reason before it
+# becomes an event), but the store does not rely on it: RS and US are removed
+# from a field that holds them, so a bad value can never split or shift its
+# neighbours.
 
+CHUNK_EVENTS = 256
+"""Events per chunk at most.  A write of a busy turn (thousands of lines when
+the store has fallen behind) is cut into chunks of this size, so a replay
+unpacks a few hundred events at most, not a whole turn; and SQLite's cost per
+event is lowest about here (larger rows spill over more overflow pages)."""
 
-def _rows(event) -> list[tuple]:
-    """The rows of one event: one per room it concerns."""
-    kind = type(event)
-    if kind is Said or kind is Emote:
-        return [
-            (
-                event.id,
-                event.time,
-                fold(event.room),
-                event.room,
-                "said" if kind is Said else "emote",
-                event.nick,
-                event.text,
-            )
-        ]
-    if kind is Joined:
-        return [
-            (event.id, event.time, fold(event.room), event.room, "joined", event.nick, event.via)
-        ]
-    if kind is Parted:
-        return [
-            (event.id, event.time, fold(event.room), event.room, "parted", event.nick, event.reason)
-        ]
-    if kind is TopicChanged:
-        return [
-            (event.id, event.time, fold(event.room), event.room, "topic", event.nick, event.text)
-        ]
-    if kind is Renamed:
-        return [
-            (event.id, event.time, fold(room), room, "renamed", event.old, event.new)
-            for room in event.rooms
-        ]
-    if kind is Left:
-        return [
-            (event.id, event.time, fold(room), room, "left", event.nick, event.reason)
-            for room in event.rooms
-        ]
-    return []
-
+_RS = "\x1e"
+_US = "\x1f"
+_FIELDS = 5
 
 _STORED = frozenset((Said, Emote, Joined, Parted, TopicChanged, Renamed, Left))
-_LINES = {"said": Said, "emote": Emote}
+_LINE_KINDS = {"said": Said, "emote": Emote}
+_EVENT_KINDS = {
+    "said": Said,
+    "emote": Emote,
+    "joined": Joined,
+    "parted": Parted,
+    "topic": TopicChanged,
+    "renamed": lambda id_, time, room, nick, text: Renamed(id_, time, (room,), nick, text),
+    "left": lambda id_, time, room, nick, text: Left(id_, time, (room,), nick, text),
+}
+
+
+def _chunk_rows(events) -> list[tuple]:
+    """
+    The rows of one write: for each room, in the order rooms first appear in
+    C{events}, its events in order, in chunks of at most L{CHUNK_EVENTS}.
+
+    Runs in the pool's thread, so the reactor only ever appends to a buffer.
+    The events are grouped first and each chunk packed in one pass; a chunk of
+    public lines alone (nearly all of them) takes the short path.
+    """
+    keys: dict[str, str] = {}  # display name -> folded key: fold() once per name
+    groups: dict[str, list] = {}
+    mixed: set[str] = set()  # keys of groups holding more than Said and Emote
+    for event in events:
+        kind = type(event)
+        if kind is Said or kind is Emote:
+            room = event.room
+            key = keys.get(room)
+            if key is None:
+                key = keys[room] = fold(room)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [event]
+            else:
+                group.append(event)
+        elif kind in _STORED:
+            rooms = event.rooms if kind is Renamed or kind is Left else (event.room,)
+            for key in dict.fromkeys(fold(room) for room in rooms):
+                groups.setdefault(key, []).append(event)
+                mixed.add(key)
+    return [
+        _chunk(key, group[start : start + CHUNK_EVENTS], key in mixed)
+        for key, group in groups.items()
+        for start in range(0, len(group), CHUNK_EVENTS)
+    ]
+
+
+def _chunk(key: str, events: list, mixed: bool) -> tuple:
+    """One row: C{events} of the room C{key}, in order."""
+    first = events[0].id
+    times = [event.time for event in events]
+    if mixed:
+        fields = [_fields(event, key) for event in events]
+        room = fields[0][2]
+        lines = sum(1 for _, name, _, _, _ in fields if name in _LINE_KINDS)
+    else:
+        fields = None
+        room = events[0].room
+        lines = len(events)
+    data = _data(events, fields, first, room, False)
+    if data.count(_RS) != len(events) - 1 or data.count(_US) != (_FIELDS - 1) * len(events):
+        # A separator inside a field (never, in practice): pack it scrubbed.
+        data = _data(events, fields or [_fields(e, key) for e in events], first, room, True)
+    return (
+        key,
+        room,
+        first,
+        events[-1].id,
+        max(times),
+        lines,
+        struct.pack(f"<{len(times)}d", *times),
+        data,
+    )
+
+
+def _data(events, fields, first: int, room: str, scrub: bool) -> str:
+    """The text of a chunk: from the events when C{fields} is None (public
+    lines alone), else from their L{_fields}, scrubbed if asked."""
+    if fields is None:
+        return _RS.join(
+            [
+                f"{e.id - first}\x1f{'said' if type(e) is Said else 'emote'}"
+                f"\x1f{'' if e.room == room else e.room}\x1f{e.nick}\x1f{e.text}"
+                for e in events
+            ]
+        )
+    if scrub:
+        fields = [(id_, name, *map(_scrub, rest)) for id_, name, *rest in fields]
+        room = _scrub(room)
+    return _RS.join(
+        [
+            f"{id_ - first}\x1f{name}\x1f{'' if where == room else where}\x1f{nick}\x1f{text}"
+            for id_, name, where, nick, text in fields
+        ]
+    )
+
+
+def _scrub(value: str) -> str:
+    return value.replace(_RS, "").replace(_US, "")
+
+
+def _fields(event, key: str) -> tuple:
+    """(id, kind, room, nick, text) of C{event} in the room whose key is C{key}."""
+    kind = type(event)
+    if kind is Said:
+        return (event.id, "said", event.room, event.nick, event.text)
+    if kind is Emote:
+        return (event.id, "emote", event.room, event.nick, event.text)
+    if kind is Joined:
+        return (event.id, "joined", event.room, event.nick, event.via)
+    if kind is Parted:
+        return (event.id, "parted", event.room, event.nick, event.reason)
+    if kind is TopicChanged:
+        return (event.id, "topic", event.room, event.nick, event.text)
+    room = next(room for room in event.rooms if fold(room) == key)
+    if kind is Renamed:
+        return (event.id, "renamed", room, event.old, event.new)
+    return (event.id, "left", room, event.nick, event.reason)
+
+
+def _times(blob: bytes) -> tuple:
+    return struct.unpack(f"<{len(blob) // 8}d", blob)
+
+
+def _unpack(first_id: int, room: str, times: bytes, data: str) -> list:
+    """Every event of a chunk, in id order; a rename or quit as the value for
+    this room alone (its C{rooms} holds just this room)."""
+    events = []
+    for time, part in zip(_times(times), data.split(_RS)):
+        delta, kind, where, nick, text = part.split(_US)
+        events.append(
+            _EVENT_KINDS[kind](first_id + int(delta), time, where or room, nick, text)
+        )
+    return events
 
 
 # -- what runs in the pool's thread ---------------------------------------------
 
 
 def _insert(txn, events) -> None:
-    txn.executemany(_INSERT, [row for event in events for row in _rows(event)])
+    txn.executemany(_INSERT, _chunk_rows(events))
 
 
 def _select_recent(txn, room_key: str, before: int, limit: int) -> list:
-    txn.execute(_RECENT, (room_key, before, limit))
-    return txn.fetchall()
+    """The last C{limit} public lines of a room below C{before}, oldest first.
+
+    Reads the room's chunks newest first and stops at the first chunk that
+    cannot hold one of the C{limit} newest lines found so far: its last id is
+    below all of them.  Chunks of one room do not overlap (a write holds every
+    record up to its last), so that is the chunk after the one that filled the
+    answer; the rule stays right even if they did."""
+    txn.execute(_RECENT, (room_key, before))
+    found: list = []  # newest first once sorted
+    while True:
+        row = txn.fetchone()
+        if row is None:
+            break
+        first_id, last_id, room, times, data = row
+        if len(found) >= limit and last_id < found[limit - 1].id:
+            break
+        parts = data.split(_RS)
+        times = _times(times)
+        for index in range(len(parts) - 1, -1, -1):
+            delta, kind, where, nick, text = parts[index].split(_US)
+            make = _LINE_KINDS.get(kind)
+            if make is not None:
+                id_ = first_id + int(delta)
+                if id_ < before:
+                    found.append(make(id_, times[index], where or room, nick, text))
+        if len(found) >= limit:
+            found.sort(key=_event_id, reverse=True)
+            del found[limit:]
+    found.reverse()
+    return found
+
+
+def _event_id(event) -> int:
+    return event.id
 
 
 def _select_newest(txn) -> int:
-    txn.execute("SELECT max(id) FROM events")
+    txn.execute(_NEWEST)
     (newest,) = txn.fetchone()
     return newest or 0
 
 
 def _delete_older(txn, cutoff: float, chunk: int) -> int:
     txn.execute(
-        "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE time < ? LIMIT ?)",
+        "DELETE FROM chunks WHERE rowid IN"
+        " (SELECT rowid FROM chunks WHERE last_time < ? LIMIT ?)",
         (cutoff, chunk),
     )
     return txn.rowcount
@@ -334,6 +501,51 @@ def _open_connection(connection) -> None:
     against corruption and only risks the last commits on a power cut."""
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
+
+
+# -- reading and writing a file from tools and tests --------------------------------
+
+
+def write_events(path: str, events) -> None:
+    """
+    Store C{events} in the history file C{path} (made by L{prepare}), packed
+    exactly as the running store packs them, in one transaction (synchronous:
+    for tools, such as an import, and tests; never while a server uses the file).
+    """
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            connection.executemany(_INSERT, _chunk_rows(list(events)))
+    finally:
+        connection.close()
+
+
+
+def stored_events(path: str) -> list:
+    """
+    Every event stored in the history file C{path}, in id order, read through
+    a read-only connection that leaves nothing beside the file (synchronous:
+    for tools and tests, not the server; a running server's file is read as
+    of its last commit).
+
+    A rename or a quit is stored once per room it concerned and comes back
+    once per room, as a L{Renamed} or L{Left} whose C{rooms} holds that room
+    alone (same id; rooms of one id in folded-name order).
+
+    @raise sqlite3.Error: the file is missing or not a current history.
+    """
+    if not os.path.isfile(path):
+        raise sqlite3.OperationalError(f"unable to open database file {path}")
+    connection = _read_only(path)
+    try:
+        rows = connection.execute(
+            "SELECT room_key, first_id, room, times, data FROM chunks"
+        ).fetchall()
+    finally:
+        connection.close()
+    keyed = [(event.id, row[0], event) for row in rows for event in _unpack(*row[1:])]
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [event for _, _, event in keyed]
 
 
 # -- the store ------------------------------------------------------------------
@@ -487,7 +699,8 @@ class SQLiteHistory:
             self._buffer.popleft()
             self._lose(1, "buffer full", f"more than {self._max_buffered} records waiting")
         self._buffer.append(event)
-        self._schedule()
+        if self._scheduled is None and self._in_flight is None:  # else a write will follow
+            self._schedule()
 
     def _schedule(self) -> None:
         """One write per reactor turn, one at a time: the next one waits for
@@ -567,14 +780,11 @@ class SQLiteHistory:
         d.addCallback(self._merge_recent, key, bound, limit)
         return d
 
-    def _merge_recent(self, rows, key, bound, limit) -> list:
+    def _merge_recent(self, events, key, bound, limit) -> list:
         # Merged when the answer arrives, not when asked: the pool runs one
-        # interaction at a time in order, so whatever is not in C{rows} is
+        # interaction at a time in order, so whatever is not in C{events} is
         # still in the buffer or in flight now; ids remove any overlap.
-        seen = {row[0] for row in rows}
-        events = [
-            _LINES[kind](id_, time, room, nick, text) for id_, time, room, kind, nick, text in rows
-        ]
+        seen = {event.id for event in events}
         for event in self._pending():
             if (
                 (type(event) is Said or type(event) is Emote)
@@ -583,7 +793,7 @@ class SQLiteHistory:
                 and fold(event.room) == key
             ):
                 events.append(event)
-        events.sort(key=lambda event: event.id)
+        events.sort(key=_event_id)
         return events[-limit:]
 
     def newest_id(self) -> defer.Deferred:
@@ -606,10 +816,12 @@ class SQLiteHistory:
     @defer.inlineCallbacks
     def prune(self, now: float):
         """
-        Delete rows older than the retention, a chunk per transaction.
+        Delete the chunks older than the retention (their newest event is;
+        a chunk spans one reactor turn, so at most that much older is kept),
+        L{PRUNE_CHUNK} rows per transaction.
 
         @param now: the time, in seconds since the epoch.
-        @return: a Deferred firing with the number of rows deleted.
+        @return: a Deferred firing with the number of rows (chunks) deleted.
         """
         if self.retention_days <= 0 or self._pool is None or self._stopping:
             return 0
