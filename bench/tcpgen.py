@@ -544,6 +544,12 @@ class Generator:
         probe_rate = sp.get("probe_rate", 50)
         start = sp.get("start_deliveries", 100000)
         max_steps = sp.get("max_steps", 12)
+        # The search stops once the highest passing and lowest failing rates are this close;
+        # a ratio between two servers is only as fine as this (the history scenario asks 1.04).
+        resolution = sp.get("resolution", 1.15)
+        # How much each passing step raises the rate before the first failure: a gentle
+        # climb overloads the server less when it fails, so the bisection after it is cleaner.
+        growth = sp.get("growth", 2.0)
         steps = []
         best = None
         fail = None
@@ -579,14 +585,14 @@ class Generator:
                 if not r["ok"] and settle >= 10:
                     break  # the server still has a backlog: further steps would be polluted
             if fail is None:
-                d *= 2
+                d *= growth
             elif best is None:
                 d = d / 4
                 if d < 1000:
                     break
             else:
                 lo, hi = best["target_deliveries_per_s"], fail
-                if hi / lo < 1.15:
+                if hi / lo < resolution:
                     break
                 d = (lo * hi) ** 0.5
         if steps and not steps[-1]["ok"] and best is not None:
