@@ -93,6 +93,8 @@ class Options(usage.Options):
          "Rooms the service holds at once, the default room included.", _non_negative_int],
         ["max-rooms-per-user", None, _DEFAULTS.max_rooms_per_user,
          "Rooms one user may be in at once.", _non_negative_int],
+        ["max-topic", None, _DEFAULTS.max_topic,
+         "Characters in a room topic.", _non_negative_int],
         ["history", None, "chatroom.sqlite3",
          "The SQLite file that keeps room history across restarts (created if "
          "missing), or 'none' to keep no history."],
@@ -148,7 +150,7 @@ class Options(usage.Options):
                 f"--default-room {self['default-room']}: a room name is # and 1 to 50 "
                 "letters, digits or -_."
             )
-        for name in ("max-rooms", "max-rooms-per-user"):
+        for name in ("max-rooms", "max-rooms-per-user", "max-topic"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
         if self["history"] == "":
@@ -168,6 +170,7 @@ class Options(usage.Options):
             shutdown_grace=self["shutdown-grace"],
             max_rooms=self["max-rooms"],
             max_rooms_per_user=self["max-rooms-per-user"],
+            max_topic=self["max-topic"],
         )
 
 

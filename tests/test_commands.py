@@ -147,10 +147,12 @@ class RoomCommandTests(SynchronousTestCase):
         self.assertEqual(parse("/part gone fishing"), Part(None, "gone fishing"))
 
     def test_rooms(self):
-        """/rooms takes no argument."""
+        """/rooms takes at most one word: the text room names must contain."""
         self.assertEqual(parse("/rooms"), Rooms())
         self.assertEqual(parse("/ROOMS "), Rooms())
-        self.assertRefused("/rooms #dev", "usage: /rooms")
+        self.assertEqual(parse("/rooms dev"), Rooms("dev"))
+        self.assertEqual(parse("/rooms #dev"), Rooms("#dev"))
+        self.assertRefused("/rooms dev ops", "usage: /rooms [text]")
 
     def test_who_room(self):
         """/who #room names the room; anything else after /who is a usage error."""

@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 
 from chatservice.backends import history
 from chatservice.backends.history import (
+    MAX_READS,
     HistoryFileError,
     HistoryService,
     SQLiteHistory,
@@ -38,6 +39,7 @@ from chatservice.core.events import (
     Said,
     TopicChanged,
 )
+from chatservice.core.errors import Unavailable
 from chatservice.core.interfaces import IHistoryStore
 
 DAY = 86400.0
@@ -123,37 +125,50 @@ class SyncPool:
         self.started = True
 
     def runInteraction(self, interaction, *args):
+        return self._start(interaction, args, whole_connection=False)
+
+    def runWithConnection(self, interaction, *args):
+        return self._start(interaction, args, whole_connection=True)
+
+    def _start(self, interaction, args, whole_connection):
         self.calls.append(interaction.__name__)
         if self.hold:
             d = defer.Deferred()
-            self.held.append((d, interaction, args))
+            self.held.append((d, interaction, args, whole_connection))
             return d
-        return self._run(interaction, args)
+        return self._run(interaction, args, whole_connection)
 
-    def _run(self, interaction, args):
+    def connect(self):
+        """Open the connection, as adbapi does on first use and on reconnect."""
+        self.connection = sqlite3.connect(self.database, uri=self.kwargs.get("uri", False))
+        self.kwargs["cp_openfun"](self.connection)
+
+    def _run(self, interaction, args, whole_connection):
         if self.failing:
             return defer.fail(StoreError("disk I/O error"))
         try:
             if self.connection is None:
-                self.connection = sqlite3.connect(self.database, uri=self.kwargs.get("uri", False))
-                self.kwargs["cp_openfun"](self.connection)
+                self.connect()
         except sqlite3.Error:
             self.connection = None
             return defer.fail()
-        cursor = self.connection.cursor()
         try:
-            result = interaction(cursor, *args)
-            self.connection.commit()
+            if whole_connection:
+                result = interaction(_PoolConnection(self), *args)
+            else:
+                result = interaction(self.connection.cursor(), *args)
+                self.connection.commit()
         except Exception:
-            self.connection.rollback()
+            if self.connection is not None:
+                self.connection.rollback()
             return defer.fail()
         return defer.succeed(result)
 
     def release(self):
         """Run the held interactions, in order, and fire their Deferreds."""
         held, self.held = self.held, []
-        for d, interaction, args in held:
-            self._run(interaction, args).chainDeferred(d)
+        for d, interaction, args, whole_connection in held:
+            self._run(interaction, args, whole_connection).chainDeferred(d)
 
     def close(self):
         self.closed = True
@@ -162,6 +177,27 @@ class SyncPool:
 
     def writes(self):
         return self.calls.count("_insert")
+
+
+class _PoolConnection:
+    """What C{runWithConnection} hands over: adbapi's C{Connection} wrapper."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def cursor(self):
+        return self._pool.connection.cursor()
+
+    def commit(self):
+        self._pool.connection.commit()
+
+    def rollback(self):
+        self._pool.connection.rollback()
+
+    def reconnect(self):
+        self._pool.connection.close()
+        self._pool.connection = None
+        self._pool.connect()
 
 
 class _Counting:
@@ -275,6 +311,14 @@ class PrepareTests(SynchronousTestCase):
         connection.close()
         self.assertRefusedUntouched("not a chatroom history database")
 
+    def test_database_with_only_a_view_refused(self):
+        """No table, but not empty either (a view): somebody else's, not a new history."""
+        connection = sqlite3.connect(self.path)
+        connection.execute("CREATE VIEW answer AS SELECT 42")
+        connection.commit()
+        connection.close()
+        self.assertRefusedUntouched("not a chatroom history database")
+
     def test_unrelated_wal_database_refused_without_wal_files(self):
         """Even a WAL-mode file gets no -wal or -shm beside it from the check."""
         connection = sqlite3.connect(self.path)
@@ -347,9 +391,24 @@ class PrepareTests(SynchronousTestCase):
         self.assertEqual(self.version(), [(history.SCHEMA_VERSION,)])
         self.assertEqual(rows(self.path, "SELECT count(*) FROM chunks"), [(0,)])
 
-    def test_migration_from_older_version_keeps_rows(self):
-        """A version-1 file meets code that knows a version 2: the step runs once, rows stay."""
+    def test_migration_from_version_1_adds_the_time_index(self):
+        """A file written by the first release (version 1) gets the prune's index; rows stay."""
+        current = history.MIGRATIONS
+        self.patch(history, "MIGRATIONS", current[:1])
         self.fill(3)
+        self.assertEqual(self.version(), [(1,)])
+        self.patch(history, "MIGRATIONS", current)
+        self.assertEqual(prepare(self.path), 3)
+        self.assertEqual(self.version(), [(2,)])
+        self.assertIn(("chunks_time",), rows(self.path, "SELECT name FROM sqlite_master"
+                                                        " WHERE type = 'index'"))
+        self.assertEqual(ids(self.path), [1, 2, 3])
+
+    def test_migration_from_older_version_keeps_rows(self):
+        """A current file meets code that knows one more version: the step runs once, rows
+        stay."""
+        self.fill(3)
+        newer = history.SCHEMA_VERSION + 1
         self.patch(
             history,
             "MIGRATIONS",
@@ -357,21 +416,30 @@ class PrepareTests(SynchronousTestCase):
             + (("ALTER TABLE chunks ADD COLUMN edited INTEGER NOT NULL DEFAULT 0",),),
         )
         self.assertEqual(prepare(self.path), 3)
-        self.assertEqual(self.version(), [(2,)])
+        self.assertEqual(self.version(), [(newer,)])
         self.assertEqual(rows(self.path, "SELECT DISTINCT edited FROM chunks"), [(0,)])
         self.assertEqual(ids(self.path), [1, 2, 3])
         self.assertEqual(prepare(self.path), 3)  # already current: nothing re-applied
-        self.assertEqual(self.version(), [(2,)])
+        self.assertEqual(self.version(), [(newer,)])
 
     def test_failed_migration_changes_nothing(self):
         self.fill(3)
+        current = history.MIGRATIONS
         self.patch(
-            history, "MIGRATIONS", history.MIGRATIONS + (("ALTER TABLE nosuch ADD COLUMN x",),)
+            history, "MIGRATIONS", current + (("ALTER TABLE nosuch ADD COLUMN x",),)
         )
         self.assertRaises(HistoryFileError, prepare, self.path)
-        self.patch(history, "MIGRATIONS", history.MIGRATIONS[:1])
-        self.assertEqual(self.version(), [(1,)])
+        self.patch(history, "MIGRATIONS", current)
+        self.assertEqual(self.version(), [(history.SCHEMA_VERSION,)])
         self.assertEqual(prepare(self.path), 3)
+
+    def test_prune_uses_the_time_index(self):
+        """The hourly prune finds old chunks through the index, not by reading every row."""
+        prepare(self.path)
+        inner = history._DELETE_OLDER.split("IN (", 1)[1].rstrip(")")
+        plan = rows(self.path, "EXPLAIN QUERY PLAN " + inner.replace("?", "0"))
+        details = " ".join(row[-1] for row in plan)
+        self.assertIn("INDEX chunks_time (last_time<?)", details)
 
     def test_replay_query_uses_the_room_index(self):
         """Newest chunks of one room first, straight from the index: no scan, no sort."""
@@ -684,8 +752,8 @@ class RecentTests(_StoreHarness):
         self.pool.held = []
         self.pool.hold = False
         # Commit the write first but fire its Deferred only after the query answered.
-        result = self.pool._run(write[1], write[2])
-        self.pool._run(query[1], query[2]).chainDeferred(query[0])
+        result = self.pool._run(*write[1:])
+        self.pool._run(*query[1:]).chainDeferred(query[0])
         result.chainDeferred(write[0])
         self.assertEqual([e.id for e in self.successResultOf(d)], [1, 2])
 
@@ -718,6 +786,28 @@ class RecentTests(_StoreHarness):
         self.turn()
         store.record(said(9))
         self.assertEqual(self.successResultOf(store.newest_id()), 9)
+
+
+class ReadBoundTests(_StoreHarness):
+    """At most MAX_READS queries wait on the one connection; more are refused at once."""
+
+    def test_queries_past_the_bound_are_refused_then_accepted_again(self):
+        store = self.make_store()
+        store.record(said(1))
+        self.turn()
+        self.pool.hold = True
+        waiting = [store.recent("#lobby", 5, 99) for _ in range(MAX_READS)]
+        with capturedLogs() as logs:
+            refused = store.recent("#lobby", 5, 99)
+        failure = self.failureResultOf(refused, Unavailable)
+        self.assertEqual(str(failure.value), "the history is busy; try again in a moment")
+        self.assertEqual([event["log_level"].name for event in logs], ["warn"])
+        self.assertEqual(len(self.pool.held), MAX_READS)
+        self.pool.hold = False
+        self.pool.release()
+        for d in waiting:
+            self.assertEqual([e.id for e in self.successResultOf(d)], [1])
+        self.assertEqual([e.id for e in self.successResultOf(store.recent("#lobby", 5, 99))], [1])
 
 
 class PruneTests(_StoreHarness):
@@ -844,21 +934,53 @@ class FailureTests(_StoreHarness):
         self.assertEqual(events[0]["problem"], "buffer full")
         self.assertEqual(ids(self.path), [1, 5, 6, 7])
 
-    def test_chat_goes_on_when_the_file_is_removed(self):
-        """The real failure, not a fake one: the file and its WAL deleted under the store."""
-        store = self.make_store()
-        store.record(said(1))
-        self.turn()
-        self.pool.connection.close()
-        self.pool.connection = None  # as a pool reconnecting after an error would
+    def remove_file(self):
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(self.path + suffix):
                 os.remove(self.path + suffix)
+
+    def test_removed_file_is_noticed_and_history_goes_on_in_a_new_one(self):
+        """The file and its WAL deleted under the open connection, which SQLite does not
+        notice (writes would go on into the unlinked file, lost without a word): the next
+        write sees it, logs it, and writes to a new history file at the same path."""
+        store = self.make_store()
+        store.record(said(1))
+        self.turn()
+        self.remove_file()
         with capturedLogs() as logs:
             store.record(said(2))
             self.turn()
-        self.assertEqual([event["lost"] for event in self.history_logs(logs)], [1])
-        self.assertIn("unable to open", self.history_logs(logs)[0]["error"])
+        [event] = self.history_logs(logs)
+        self.assertEqual(event["log_level"].name, "warn")
+        self.assertIn("was removed or replaced", event["log_format"])
+        self.assertEqual(ids(self.path), [2])
+        self.assertEqual([e.id for e in self.successResultOf(store.recent("#lobby", 5, 99))], [2])
+
+    def test_folder_gone_counts_lost_records_then_recovers(self):
+        """No file can be made (its folder is gone): the records are lost, logged once with
+        the count; once the folder is back, the next write makes the file and logs recovery."""
+        store = self.make_store()
+        store.record(said(1))
+        self.turn()
+        self.remove_file()
+        folder = os.path.dirname(self.path)
+        os.rmdir(folder)
+        with capturedLogs() as logs:
+            store.record(said(2))
+            self.turn()
+            store.record(said(3))
+            store.record(said(4))
+            self.turn()
+            os.mkdir(folder)
+            store.record(said(5))
+            self.turn()
+        events = self.history_logs(logs)
+        self.assertEqual(
+            [(event["log_level"].name, event.get("lost")) for event in events],
+            [("error", 1), ("warn", None), ("warn", 3)],
+        )
+        self.assertIn("cannot be created", events[0]["error"])
+        self.assertEqual(ids(self.path), [5])
 
     def test_start_failure_is_logged_not_raised(self):
         """The file vanished between prepare() and start(): logged once, and start() still succeeds."""
@@ -1004,6 +1126,24 @@ class RealPoolTests(TestCase):
         base = temp_dir(self)
         self.path = os.path.join(base, "h.sqlite3")
         prepare(self.path)
+
+    @defer.inlineCallbacks
+    def test_removed_file_is_noticed_by_the_real_pool(self):
+        """With adbapi's own pool and thread: the file removed under a running store, the
+        next write makes a new one and the records land there."""
+        store = SQLiteHistory(self.path, self.reactor)
+        yield store.start().addTimeout(10, self.reactor)
+        store.record(said(1))
+        yield store.recent("#lobby", 1, 99).addTimeout(10, self.reactor)  # after the write
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.remove(self.path + suffix)
+        with capturedLogs() as logs:
+            store.record(said(2))
+            yield store.stop().addTimeout(10, self.reactor)
+        self.assertTrue(any("was removed or replaced" in event.get("log_format", "")
+                            for event in logs))
+        self.assertEqual(ids(self.path), [2])
 
     @defer.inlineCallbacks
     def test_write_replay_stop_and_restart(self):

@@ -1394,6 +1394,24 @@ class ReplayFailureTests(ReplayTestMixin, SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
         self.assertEqual(Unavailable.kind, "unavailable")
 
+    def test_busy_store_is_told_without_a_traceback(self):
+        """A store refusing a query as busy (Unavailable) is told to the user like a failure,
+        but is a named limit the store logged, not a bug: no failure is logged."""
+        carol = self.carol()
+        self.clock.advance(0)
+        self.store.fail(error=Unavailable("the history is busy; try again in a moment"))
+        self.clock.advance(0)
+        self.assertEqual(self.shown(carol), [
+            Refusal("unavailable", "the history of #lobby is unavailable now"),
+        ])
+        self.hub.history(self.bob, self.lobby, 5)
+        self.clock.advance(0)
+        self.store.fail(error=Unavailable("the history is busy; try again in a moment"))
+        self.clock.advance(0)
+        self.assertEqual(self.bob.events[-1],
+                         Refusal("unavailable", "the history of #lobby is unavailable now"))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_never_answers(self):
         """After REPLAY_TIMEOUT the user is told and gets the held lines; no timer is left."""
         self.store.mode = "never"

@@ -34,7 +34,7 @@ from chatservice.core.events import (
     Welcome,
     WhoList,
 )
-from chatservice.core.render import RenderCache, as_bytes, as_line, scrub
+from chatservice.core.render import ROOMS_SHOWN, RenderCache, as_bytes, as_line, scrub
 
 #: 2024-03-01 08:32:00 UTC, which is 14:02 in L{LocalTimeMixin}'s zone.
 T = calendar.timegm((2024, 3, 1, 8, 32, 0))
@@ -154,6 +154,17 @@ class RepliesTests(SynchronousTestCase):
         """RoomList is one line per room under a count, the topic when there is one."""
         event = RoomList((("#dev", 2, "ship it"), ("#lobby", 3, "")))
         self.assertEqual(as_line(event), "* 2 rooms:\n*   #dev (2): ship it\n*   #lobby (3)")
+
+    def test_room_list_is_cut_after_rooms_shown(self):
+        """More than ROOMS_SHOWN rooms: the first ones, then a count of the rest and how to narrow
+        the list, so one answer cannot fill a UDP user's window of unacknowledged frames."""
+        rooms = tuple(("#r%03d" % i, 1, "") for i in range(ROOMS_SHOWN + 5))
+        lines = as_line(RoomList(rooms)).split("\n")
+        self.assertEqual(len(lines), ROOMS_SHOWN + 2)
+        self.assertEqual(lines[0], "* %d rooms:" % (ROOMS_SHOWN + 5))
+        self.assertEqual(lines[-2], "*   #r%03d (1)" % (ROOMS_SHOWN - 1))
+        self.assertEqual(lines[-1],
+                         "*   ... and 5 more (/rooms TEXT lists those with TEXT in the name)")
 
     def test_room_list_of_one(self):
         """One room is 'room', not 'rooms'."""

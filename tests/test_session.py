@@ -930,6 +930,24 @@ class RoomCommandTests(SessionTestMixin, SynchronousTestCase):
         self.assertEqual(self.alice.lines(),
                          ["* 2 rooms:", "*   #dev (1): release friday", "*   #lobby (2)"])
 
+    def test_rooms_containing(self):
+        """/rooms TEXT lists the rooms with TEXT in the name, ignoring ASCII case."""
+        self.send(self.bob_session, "/join #devops", "/join #ops")
+        self.send(self.alice_session, "/rooms DEV")
+        self.assertEqual(self.alice.events, [RoomList((("#dev", 1, ""), ("#devops", 1, "")), "DEV")])
+        self.assertEqual(self.alice.lines(), ["* 2 rooms with 'DEV' in the name:",
+                                              "*   #dev (1)", "*   #devops (1)"])
+
+    def test_topic_longer_than_max_topic_is_refused(self):
+        """A topic over --max-topic characters is refused and the old one stays."""
+        self.send(self.bob_session, "/topic short", "/topic " + "x" * 301)
+        self.assertEqual(
+            refusals(self.bob), [("too-long", "topic too long (301 characters; at most 300)")]
+        )
+        self.assertEqual(self.hub.room("#dev").topic, "short")
+        self.send(self.bob_session, "/topic " + "y" * 300)
+        self.assertEqual(self.hub.room("#dev").topic, "y" * 300)
+
 
 class RoomLimitTests(SessionTestMixin, SynchronousTestCase):
     """--max-rooms-per-user and --max-rooms refuse with kind too-many-rooms."""

@@ -114,6 +114,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["default-room"], "#lobby")
         self.assertEqual(options["max-rooms"], 1000)
         self.assertEqual(options["max-rooms-per-user"], 20)
+        self.assertEqual(options["max-topic"], 300)
         # In the working directory; tests pass --history none or a temporary path.
         self.assertEqual(options["history"], "chatroom.sqlite3")
         self.assertEqual(options["replay"], 20)
@@ -180,6 +181,7 @@ class OptionsTests(SynchronousTestCase):
             ("--max-rooms-per-user", "2", "max_rooms_per_user", 2),
             ("--max-rooms", "1", "max_rooms", 1),
             ("--max-rooms-per-user", "1", "max_rooms_per_user", 1),
+            ("--max-topic", "80", "max_topic", 80),
         ]
         for option, value, field, expected in cases:
             limits = parse(option, value)["limits"]
@@ -233,6 +235,8 @@ class OptionsTests(SynchronousTestCase):
             ("--max-rooms", "-1"),
             ("--max-rooms", "many"),
             ("--max-rooms-per-user", "0"),  # everyone is in the default room
+            ("--max-topic", "0"),
+            ("--max-topic", "-5"),
             ("--max-rooms-per-user", "-2"),
             ("--max-rooms-per-user", "1.5"),
             ("--history", ""),

@@ -41,6 +41,7 @@ from chatservice.core.events import (
     Said,
     TopicChanged,
 )
+from chatservice.core.errors import Unavailable
 from chatservice.core.interfaces import IHistoryStore
 from chatservice.core.names import fold
 
@@ -55,6 +56,13 @@ PRUNE_INTERVAL = 3600.0
 PRUNE_CHUNK = 10_000
 """Rows deleted per prune transaction, so a first prune of a large backlog
 lets the chat's own writes in between instead of holding the file for long."""
+
+MAX_READS = 100
+"""History queries (join replays and C{/history}) waiting or running at once,
+service-wide.  They share the one connection with the writes, so a flood of
+C{/join}s and C{/history}s could otherwise delay the writes until records are
+lost; past the bound a query is refused at once (the user is told the history
+is busy) instead of queued."""
 
 STOP_GRACE = 30.0
 """Seconds L{SQLiteHistory.stop} waits for the last writes before giving up."""
@@ -74,8 +82,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # (room_key, last_id) answers it in a few page reads whatever the size of
     # the file; "lines" (the public lines in the chunk) lets it skip chunks of
     # joins and parts alone.  No other index: each costs every insert;
-    # newest_id() runs once at start and scans that index, and prune()
-    # deletes from the front of the table, where the oldest chunks are.
+    # newest_id() runs once at start and scans that index.  (prune() was to
+    # find the oldest chunks at the front of the table, but its query could
+    # not stop there: version 2 indexes the time.)
     (
         "CREATE TABLE chunks ("
         " room_key TEXT NOT NULL,"
@@ -88,6 +97,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " data TEXT NOT NULL)",
         "CREATE INDEX chunks_room ON chunks (room_key, last_id)",
     ),
+    # 1 -> 2: the hourly prune deletes by time; without an index on it,
+    # each prune read the whole table on the one connection the chat's
+    # writes and replays wait for.  One more index entry per chunk row.
+    ("CREATE INDEX chunks_time ON chunks (last_time)",),
 )
 """MIGRATIONS[n] holds the statements that take a file from version n to n+1;
 the current version is C{len(MIGRATIONS)}.  Append, never edit."""
@@ -172,12 +185,10 @@ def _validate(path: str) -> bool:
     connection = None
     try:
         connection = _read_only(path)
-        tables = {
-            name
-            for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        if not tables:
+        schema = connection.execute("SELECT type, name FROM sqlite_master").fetchall()
+        if not schema:
             return True
+        tables = {name for kind, name in schema if kind == "table"}
         if SCHEMA_TABLE not in tables:
             raise _refuse(path, f"is not a chatroom history database (no {SCHEMA_TABLE} table)")
         rows = connection.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchall()
@@ -430,10 +441,6 @@ def _unpack(first_id: int, room: str, times: bytes, data: str) -> list:
 # -- what runs in the pool's thread ---------------------------------------------
 
 
-def _insert(txn, events) -> None:
-    txn.executemany(_INSERT, _chunk_rows(events))
-
-
 def _select_recent(txn, room_key: str, before: int, limit: int) -> list:
     """The last C{limit} public lines of a room below C{before}, oldest first.
 
@@ -477,12 +484,13 @@ def _select_newest(txn) -> int:
     return newest or 0
 
 
+_DELETE_OLDER = (
+    "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE last_time < ? LIMIT ?)"
+)
+
+
 def _delete_older(txn, cutoff: float, chunk: int) -> int:
-    txn.execute(
-        "DELETE FROM chunks WHERE rowid IN"
-        " (SELECT rowid FROM chunks WHERE last_time < ? LIMIT ?)",
-        (cutoff, chunk),
-    )
+    txn.execute(_DELETE_OLDER, (cutoff, chunk))
     return txn.rowcount
 
 
@@ -495,12 +503,13 @@ def _probe(txn) -> None:
     txn.fetchall()
 
 
-def _open_connection(connection) -> None:
-    """Per-connection set-up (the pool's C{cp_openfun}): WAL, so readers never
-    wait on the writer, and NORMAL sync, which in WAL mode is still safe
-    against corruption and only risks the last commits on a power cut."""
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
+def _file_identity(path: str) -> tuple | None:
+    """(device, inode) of the file at C{path} now, None when there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
 
 
 # -- reading and writing a file from tools and tests --------------------------------
@@ -590,6 +599,8 @@ class SQLiteHistory:
         self._closed = False
         self._failing = False
         self._lost = 0
+        self._reads = 0  # queries started and not answered
+        self._file = None  # (device, inode) of the file the connection has open
 
     # -- life cycle
 
@@ -605,7 +616,7 @@ class SQLiteHistory:
             "uri": True,
             "cp_min": 1,
             "cp_max": 1,
-            "cp_openfun": _open_connection,
+            "cp_openfun": self._opened,
         }
         if IReactorThreads.providedBy(self._clock) and IReactorCore.providedBy(self._clock):
             kwargs["cp_reactor"] = self._clock
@@ -721,9 +732,54 @@ class SQLiteHistory:
         batch = tuple(self._buffer)
         self._buffer.clear()
         self._in_flight = batch
-        d = self._run(_insert, batch)
-        d.addCallbacks(self._recovered, self._write_failed, errbackArgs=(batch,))
+        d = self._run(self._insert, batch, whole_connection=True)
+        d.addCallbacks(self._wrote, self._write_failed, errbackArgs=(batch,))
         d.addBoth(self._written)
+
+    # -- in the pool's thread
+
+    def _opened(self, connection) -> None:
+        """Per-connection set-up (the pool's C{cp_openfun}): WAL, so readers never
+        wait on the writer, and NORMAL sync, which in WAL mode is still safe
+        against corruption and only risks the last commits on a power cut.
+        Notes which file it opened, so a write can tell when it was removed."""
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        self._file = _file_identity(self.path)
+
+    def _insert(self, connection, events) -> bool:
+        """
+        Write one batch.  An SQLite connection whose file was removed (or
+        replaced) goes on writing into the unlinked file without an error, so
+        history would vanish silently: each write first checks that the path
+        still holds the file it has open.  If not, it makes a new history
+        there (or checks the one put there) with L{prepare} and reconnects;
+        the batch goes to the new file.
+
+        @return: whether the file had to be opened anew.
+        @raise HistoryFileError: no usable file can be had at the path now;
+            the batch is lost, and the next write tries again.
+        """
+        replaced = _file_identity(self.path) != self._file
+        if replaced:
+            prepare(self.path)
+            connection.reconnect()
+        cursor = connection.cursor()
+        try:
+            cursor.executemany(_INSERT, _chunk_rows(events))
+        finally:
+            cursor.close()
+        connection.commit()
+        return replaced
+
+    def _wrote(self, replaced: bool) -> None:
+        if replaced:
+            self.log.warn(
+                "History file {path} was removed or replaced while in use;"
+                " history goes on in the file now there",
+                path=self.path,
+            )
+        self._recovered()
 
     def _write_failed(self, failure, batch) -> None:
         self._lose(len(batch), "write failed", failure.getErrorMessage())
@@ -770,15 +826,25 @@ class SQLiteHistory:
         @param room_key: the room's folded name (a display name works too).
         @param limit: how many lines at most.
         @param before: only ids below this (None: no bound).
-        @return: a Deferred firing with a list of events.
+        @return: a Deferred firing with a list of events, or failing with
+            L{Unavailable} when L{MAX_READS} queries are waiting already.
         """
         if limit <= 0:
             return defer.succeed([])
+        if self._reads >= MAX_READS:
+            self.log.warn("History busy: {reads} queries waiting; one more refused", reads=self._reads)
+            return defer.fail(Unavailable("the history is busy; try again in a moment"))
         key = fold(room_key)
         bound = _NO_UPPER_BOUND if before is None else before
+        self._reads += 1
         d = self._run(_select_recent, key, bound, limit)
+        d.addBoth(self._read_done)
         d.addCallback(self._merge_recent, key, bound, limit)
         return d
+
+    def _read_done(self, result):
+        self._reads -= 1
+        return result
 
     def _merge_recent(self, events, key, bound, limit) -> list:
         # Merged when the answer arrives, not when asked: the pool runs one
@@ -842,12 +908,16 @@ class SQLiteHistory:
 
     # -- bookkeeping
 
-    def _run(self, interaction, *args) -> defer.Deferred:
-        """Start an interaction, counted so that L{stop} can wait for it."""
+    def _run(self, interaction, *args, whole_connection: bool = False) -> defer.Deferred:
+        """Start an interaction (given a cursor, or the pool's connection
+        wrapper if C{whole_connection}), counted so that L{stop} can wait."""
         if self._pool is None or self._closed:
             return defer.fail(RuntimeError(f"history store {self.path} is not running"))
         self._busy += 1
-        d = self._pool.runInteraction(interaction, *args)
+        if whole_connection:
+            d = self._pool.runWithConnection(interaction, *args)
+        else:
+            d = self._pool.runInteraction(interaction, *args)
         d.addBoth(self._done)
         return d
 

@@ -76,7 +76,10 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Rooms:
-    """C{/rooms}: list every room with its member count and topic."""
+    """C{/rooms [text]}: list every room (whose name contains C{text}) with its
+    member count and topic."""
+
+    containing: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,7 @@ HISTORY_DEFAULT = 20
 _HELP = (
     ("/join #room", "join a room (created if new); your lines go there"),
     ("/part [#room] [reason]", "leave a room (the current one if none named)"),
-    ("/rooms", "list every room with its member count and topic"),
+    ("/rooms [text]", "list rooms (with text in the name), counts, topics"),
     ("/who [#room]", "list who is in a room and how they are connected"),
     ("/topic [#room] [text]", "show or set a room's topic"),
     ("/history [#room] [N]", f"show a room's last N lines (at most {HISTORY_MAX})"),
@@ -182,9 +185,9 @@ def parse(line: str) -> Command | None:
         room, reason = _room_first(rest)
         return Part(room, reason)
     if verb == "rooms":
-        if rest:
-            raise BadUsage("usage: /rooms")
-        return Rooms()
+        if " " in rest:
+            raise BadUsage("usage: /rooms [text]")
+        return Rooms(rest)
     if verb == "topic":
         room, text = _room_first(rest)
         return Topic(room, text or None)

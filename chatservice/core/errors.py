@@ -56,6 +56,12 @@ class TooManyRooms(ChatError):
     kind = "too-many-rooms"
 
 
+class TooLong(ChatError):
+    """A value longer than its bound (a topic over C{--max-topic})."""
+
+    kind = "too-long"
+
+
 class UnknownCommand(ChatError):
     """A C{/word} that is not a command."""
 

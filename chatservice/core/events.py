@@ -189,9 +189,11 @@ class WhoList:
 
 @dataclass(frozen=True, slots=True)
 class RoomList:
-    """Every room: C{rooms} is a tuple of (room, member count, topic), by name."""
+    """The rooms whose name contains C{containing} (all when empty): C{rooms}
+    is a tuple of (room, member count, topic), by name."""
 
     rooms: tuple
+    containing: str = ""
 
 
 @dataclass(frozen=True, slots=True)

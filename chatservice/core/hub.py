@@ -16,6 +16,7 @@ from chatservice.core.errors import (
     NoSuchRoom,
     NoSuchUser,
     NotInRoom,
+    TooLong,
     TooManyRooms,
     Unavailable,
 )
@@ -198,11 +199,14 @@ class Hub:
         """The rooms C{participant} is in, in joining order."""
         return list(self._rooms_of.get(participant, ()))
 
-    def rooms(self) -> tuple:
-        """(name, member count, topic) of every room, by folded name."""
+    def rooms(self, containing: str = "") -> tuple:
+        """(name, member count, topic) of every room whose name contains
+        C{containing} (ignoring ASCII case), by folded name."""
+        part = fold(containing)
         return tuple(
             (room.name, len(room), room.topic)
-            for _, room in sorted(self._rooms.items())
+            for key, room in sorted(self._rooms.items())
+            if part in key
         )
 
     def _create(self, name: str) -> Room:
@@ -282,9 +286,14 @@ class Hub:
         Set C{room}'s topic and tell its members.
 
         @raise NotInRoom: only members may set it.
+        @raise TooLong: C{text} is longer than C{limits.max_topic} characters.
         """
         if participant not in room.members:
             raise NotInRoom(f"you are not in {room.name}")
+        if len(text) > self._limits.max_topic:
+            raise TooLong(
+                f"topic too long ({len(text)} characters; at most {self._limits.max_topic})"
+            )
         event = TopicChanged(*self._stamp(), room.name, participant.nick, text)
         room.topic, room.topic_by, room.topic_time = text, participant.nick, event.time
         self._turn.publish(event, room)
@@ -365,6 +374,8 @@ class Hub:
         if failure.check(defer.TimeoutError):
             self.log.warn("The history of {room} did not answer within {timeout}s",
                           room=room.name, timeout=REPLAY_TIMEOUT)
+        elif failure.check(Unavailable):
+            pass  # a bound the store named and logged; not a bug
         else:
             self.log.failure("Reading the history of {room} failed", failure, room=room.name)
         if participant in self._sessions:
@@ -400,7 +411,8 @@ class Hub:
             self.tell(participant, HistoryEnd(room.name))
 
         def failed(failure):
-            self.log.failure("Reading the history of {room} failed", failure, room=room.name)
+            if not failure.check(Unavailable):
+                self.log.failure("Reading the history of {room} failed", failure, room=room.name)
             if participant in self._sessions:
                 self.tell(participant, Refusal(
                     Unavailable.kind, f"the history of {room.name} is unavailable now"

@@ -31,6 +31,7 @@ class Limits:
     shutdown_grace: float = 2.0  # seconds to say goodbye before closing anyway
     max_rooms: int = 1000  # rooms the service holds at once, the default room included
     max_rooms_per_user: int = 20  # rooms one user may be in at once
+    max_topic: int = 300  # characters in a room topic
 
 
 class Admission:

@@ -38,6 +38,11 @@ from chatservice.core.events import (
 
 LINE_END = b"\r\n"
 
+ROOMS_SHOWN = 100
+"""Rooms one C{/rooms} answer lists at most: a UDP user gets one frame per line,
+and a thousand lines would fill its window of unacknowledged frames.  The rest
+are counted, and C{/rooms TEXT} narrows the list."""
+
 _CONTROL_SEQUENCES = re.compile(
     r"""
       \x1b\[[0-?]*[ -/]*[@-~]?              # CSI ... final byte
@@ -126,9 +131,14 @@ def _body(event) -> str:
         return f"* {len(event.members)} in {event.room}: {listing}"
     if kind is RoomList:
         total = len(event.rooms)
-        lines = [f"* {total} room{'' if total == 1 else 's'}:"]
-        for name, count, topic in event.rooms:
+        matching = f" with {event.containing!r} in the name" if event.containing else ""
+        lines = [f"* {total} room{'' if total == 1 else 's'}{matching}:"]
+        for name, count, topic in event.rooms[:ROOMS_SHOWN]:
             lines.append(f"*   {name} ({count})" + (f": {topic}" if topic else ""))
+        if total > ROOMS_SHOWN:
+            lines.append(
+                f"*   ... and {total - ROOMS_SHOWN} more (/rooms TEXT lists those with TEXT in the name)"
+            )
         return "\n".join(lines)
     if kind is TopicIs:
         if not event.text:

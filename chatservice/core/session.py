@@ -264,7 +264,7 @@ class Session:
                 self._set_current(remaining[-1] if remaining else None)
             self._tell(RoomParted(room.name, self._participant.room))
         elif kind is Rooms:
-            self._tell(RoomList(hub.rooms()))
+            self._tell(RoomList(hub.rooms(command.containing), command.containing))
         elif kind is Who:
             room = self._named_or_current(command.room, members_only=False)
             self._tell(WhoList(room.name, hub.who(room)))
