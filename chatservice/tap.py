@@ -23,6 +23,7 @@ from chatservice.core.ids import IdGenerator
 from chatservice.core.names import is_room_name
 from chatservice.core.nicks import NickRegistry
 from chatservice.service import ChatService
+from chatservice.frontends.backpressure import InputGate
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import DatagramChat
 
@@ -218,6 +219,8 @@ def makeService(options, reactor=None) -> ChatService:
     hub = Hub(reactor, limits, options["default-room"], history=store,
               replay=options["replay"], ids=ids)
     admission = Admission(limits.max_clients, limits.max_per_ip)
+    # One for the whole service: a reader behind on any transport holds back input on all.
+    gate = InputGate(reactor)
     service = ChatService(
         hub, registry, admission, reactor, grace=limits.shutdown_grace,
         owns_process=owns_process, exit_if_cannot_listen=owns_process and not daemon,
@@ -226,10 +229,10 @@ def makeService(options, reactor=None) -> ChatService:
     if store is not None:
         history_store.HistoryService(store, reactor).setServiceParent(service)
     if options["tcp"] is not None:
-        factory = LineChatFactory(hub, registry, reactor, admission, limits)
+        factory = LineChatFactory(hub, registry, reactor, admission, limits, gate=gate)
         service.add_stream_listener(StreamListener(reactor, options["tcp"], factory))
     if options["udp"] is not None:
-        protocol = DatagramChat(hub, registry, reactor, admission, limits)
+        protocol = DatagramChat(hub, registry, reactor, admission, limits, gate=gate)
         service.add_datagram_listener(
             DatagramListener(
                 reactor, options["udp"], protocol, max_packet_size=protocol.max_datagram_read

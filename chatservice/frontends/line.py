@@ -12,14 +12,13 @@ Input goes through three steps, each cheap when it has nothing to do:
     is refused and skipped up to its newline, and the partial line held
     between reads never exceeds C{--max-line} bytes.
  3. hand-over: each line, its backspaces and DELs applied, goes to the
-    session, unless the session has paused input (L{pause_input}); then the
-    lines wait here, in order, and the socket is not read until
-    L{resume_input}.
+    session, unless the session has paused input (L{pause_input}) or the
+    service's L{InputGate} is closed (output is behind); then the lines wait
+    here, in order, and the socket is not read until both allow it again.
 """
 
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -30,6 +29,7 @@ from chatservice.core.interfaces import IParticipant
 from chatservice.core.limits import Limits
 from chatservice.core.render import RenderCache, as_bytes
 from chatservice.core.session import Session
+from chatservice.frontends.backpressure import LINE_COST, InputGate, SendQueue, cost
 from chatservice.frontends.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
 
 #: Seconds a closing connection may take to flush its goodbye before it is cut.
@@ -37,63 +37,6 @@ CLOSE_GRACE = 10.0
 
 #: Stands in the queue of held input for a line that was too long (its bytes are gone).
 _TOO_LONG = object()
-
-
-@implementer(IPushProducer)
-class SendQueue:
-    """
-    A user's unsent output, bounded.
-
-    The transport pauses us when its own buffer is full (Twisted's
-    producer/consumer machinery); from then on output waits here, and once it
-    passes C{limit} bytes the user is too slow to read and C{overflow} is called.
-    Fast readers never wait on this.
-    """
-
-    def __init__(self, transport, limit: int, overflow) -> None:
-        self._transport = transport
-        self._limit = limit
-        self._overflow = overflow
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._paused = False
-        self._overflowed = False
-
-    @property
-    def size(self) -> int:
-        """Bytes waiting here (not counting the transport's own buffer)."""
-        return self._size
-
-    def write(self, data: bytes) -> None:
-        """Send C{data} now, or queue it while the transport is full."""
-        if not self._paused and not self._chunks:
-            self._transport.write(data)
-            return
-        if self._overflowed:
-            return
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._limit and self._size > self._limit:
-            self._overflowed = True
-            self._chunks, self._size = [], 0
-            self._overflow()
-
-    def flush(self) -> None:
-        """Hand everything queued to the transport, paused or not (for closing)."""
-        if self._chunks:
-            data = b"".join(self._chunks)
-            self._chunks, self._size = [], 0
-            self._transport.write(data)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self.flush()
-
-    def stopProducing(self) -> None:
-        self._chunks, self._size = [], 0
 
 
 @implementer(IParticipant)
@@ -128,7 +71,9 @@ class LineChatProtocol(Protocol):
         self._pending: list[bytes | object] = []
         self._offset = 0
         self._discarding = False
-        self._paused = False
+        self._paused = False  # by the session (flood control)
+        self._gated = False  # held by the input gate (output is behind)
+        self._reading = True  # whether the transport reads its socket
         self._handing_over = False
         self._closed: list[defer.Deferred] = []
         self._gone = False
@@ -143,7 +88,8 @@ class LineChatProtocol(Protocol):
         if set_no_delay is not None:
             set_no_delay(True)
         self._queue = SendQueue(
-            self.transport, self.factory.limits.max_backlog, self._too_slow
+            self.transport, self.factory.limits.max_backlog, self._too_slow,
+            self.factory.gate, self.peer,
         )
         self.transport.registerProducer(self._queue, True)
         self._session = self.factory.make_session(self)
@@ -185,9 +131,12 @@ class LineChatProtocol(Protocol):
         self._buffer = partial
         if not lines and not too_long:
             return
-        if self._pending or self._paused or self._handing_over:
+        if self._pending or self._paused or self._handing_over or self._gated:
             self._hold(lines, too_long)
             self._hand_over()
+        elif self.factory.gate.closed:
+            self._hold(lines, too_long)
+            self._wait_for_gate()
         else:
             self._feed(lines, too_long)
 
@@ -214,15 +163,21 @@ class LineChatProtocol(Protocol):
 
     def _feed(self, lines: list[bytes], too_long: bool) -> None:
         """
-        The hot path: give the session one read's lines until input is paused;
-        whatever is left is held, as bytes, for L{resume_input}.
+        The hot path: give the session one read's lines until input is paused
+        or the turn's budget is spent; whatever is left is held, as bytes, for
+        L{resume_input} or L{gate_opened}.
         """
+        gate = self.factory.gate
+        budget = left = gate.left()
         self._handing_over = True
         try:
             for index, line in enumerate(lines):
-                if self._paused or self._closing():
+                if self._paused or left <= 0 or self._closing():
                     self._hold(lines[index:], too_long)
+                    if left <= 0:
+                        self._wait_for_gate()
                     return
+                left -= len(line) + LINE_COST
                 self._line(line)
             if too_long:
                 if self._paused or self._closing():
@@ -231,6 +186,7 @@ class LineChatProtocol(Protocol):
                     self._refuse_too_long()
         finally:
             self._handing_over = False
+            gate.spend(budget - left)
 
     def _hold(self, lines: list[bytes], too_long: bool) -> None:
         """Keep C{lines} (and a refusal after them) for later, unless we are closing."""
@@ -251,12 +207,16 @@ class LineChatProtocol(Protocol):
         if self._handing_over:
             return
         self._handing_over = True
+        gate = self.factory.gate
         try:
             pending = self._pending
-            while pending and not self._paused:
+            while pending and not self._paused and not self._gated:
                 if self._closing():
                     pending.clear()
                     self._offset = 0
+                    return
+                if gate.closed:
+                    self._wait_for_gate()
                     return
                 block = pending[0]
                 if block is _TOO_LONG:
@@ -270,9 +230,36 @@ class LineChatProtocol(Protocol):
                     self._offset = 0
                 else:
                     self._offset = end + 1
-                self._line(block[start:end])
+                line = block[start:end]
+                gate.spend(cost(line))
+                self._line(line)
         finally:
             self._handing_over = False
+
+    def _wait_for_gate(self) -> None:
+        """Output is behind: stop reading until the gate calls L{gate_opened}."""
+        if not self._gated:
+            self._gated = True
+            self.factory.gate.hold(self)
+            self._update_reading()
+
+    def gate_opened(self) -> None:
+        """The input gate opened: hand over what waited, and read again."""
+        self._gated = False
+        if self._gone:
+            return
+        self._hand_over()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read the socket only while neither the session nor the gate holds input."""
+        reading = not (self._paused or self._gated)
+        if reading != self._reading and not self._gone and not self.transport.disconnecting:
+            self._reading = reading
+            if reading:
+                self.transport.resumeProducing()
+            else:
+                self.transport.pauseProducing()
 
     def _line(self, line: bytes) -> None:
         """One whole line to the session: UTF-8 (invalid bytes become U+FFFD), erasing applied."""
@@ -302,8 +289,7 @@ class LineChatProtocol(Protocol):
         if self._paused:
             return
         self._paused = True
-        if not self._gone and not self.transport.disconnecting:
-            self.transport.pauseProducing()
+        self._update_reading()
 
     def resume_input(self) -> None:
         """
@@ -319,8 +305,7 @@ class LineChatProtocol(Protocol):
         if self._gone:
             return
         self._hand_over()
-        if not self._paused and not self.transport.disconnecting:
-            self.transport.resumeProducing()
+        self._update_reading()
 
     # -- output -------------------------------------------------------------
 
@@ -346,6 +331,7 @@ class LineChatProtocol(Protocol):
             self._queue.write(as_bytes(Notice(reason)))
             self._queue.flush()
             self.transport.unregisterProducer()
+            self.factory.gate.caught_up(self._queue)  # no more output to wait for
             self.transport.loseConnection()
             # A peer that never reads would keep the connection half-closed forever.
             self._abort_call = self.factory.clock.callLater(
@@ -375,6 +361,8 @@ class LineChatProtocol(Protocol):
         self._gone = True
         self._pending.clear()
         self._offset = 0
+        self.factory.gate.forget(self)
+        self.factory.gate.caught_up(self._queue)
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
@@ -414,7 +402,7 @@ class LineChatFactory(Factory):
     log = Logger()
     noisy = False  # the listener logs where it listens; "Starting factory" adds nothing
 
-    def __init__(self, hub, registry, clock, admission, limits: Limits = Limits()):
+    def __init__(self, hub, registry, clock, admission, limits: Limits = Limits(), gate=None):
         self.hub = hub
         self.registry = registry
         self.clock = clock
@@ -422,6 +410,9 @@ class LineChatFactory(Factory):
         self.limits = limits
         #: Shared by every connection: an event is rendered once per way of seeing it.
         self.render = RenderCache()
+        #: Holds input back while output is behind; shared with the service's other
+        #: stream front-ends.
+        self.gate = gate if gate is not None else InputGate(clock)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
