@@ -29,7 +29,7 @@ from chatservice.core.interfaces import IParticipant
 from chatservice.core.limits import Limits
 from chatservice.core.render import RenderCache, as_bytes
 from chatservice.core.session import Session
-from chatservice.frontends.backpressure import LINE_COST, InputGate, SendQueue, cost
+from chatservice.frontends.backpressure import LINE_COST, InputGate, SendQueue
 from chatservice.frontends.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
 
 #: Seconds a closing connection may take to flush its goodbye before it is cut.
@@ -186,7 +186,8 @@ class LineChatProtocol(Protocol):
                     self._refuse_too_long()
         finally:
             self._handing_over = False
-            gate.spend(budget - left)
+            if budget != left:
+                gate.spend(budget - left)
 
     def _hold(self, lines: list[bytes], too_long: bool) -> None:
         """Keep C{lines} (and a refusal after them) for later, unless we are closing."""
@@ -208,6 +209,7 @@ class LineChatProtocol(Protocol):
             return
         self._handing_over = True
         gate = self.factory.gate
+        budget = left = gate.left()  # spent once, at the end, as in _feed
         try:
             pending = self._pending
             while pending and not self._paused and not self._gated:
@@ -215,7 +217,7 @@ class LineChatProtocol(Protocol):
                     pending.clear()
                     self._offset = 0
                     return
-                if gate.closed:
+                if left <= 0 or gate.closed:
                     self._wait_for_gate()
                     return
                 block = pending[0]
@@ -231,10 +233,12 @@ class LineChatProtocol(Protocol):
                 else:
                     self._offset = end + 1
                 line = block[start:end]
-                gate.spend(cost(line))
+                left -= len(line) + LINE_COST
                 self._line(line)
         finally:
             self._handing_over = False
+            if budget != left:
+                gate.spend(budget - left)
 
     def _wait_for_gate(self) -> None:
         """Output is behind: stop reading until the gate calls L{gate_opened}."""
