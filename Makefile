@@ -13,7 +13,7 @@ TCP ?= 12345
 UDP ?= 12346
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-programs bench bench-quick clean
+.PHONY: run test test-programs bench bench-quick bench-smoke clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
@@ -51,6 +51,9 @@ bench: $(TEST_STAMP)
 
 bench-quick: $(TEST_STAMP)
 	$(BIN)/python -m bench.run --quick
+
+bench-smoke: $(TEST_STAMP)
+	$(BIN)/python -m bench.run --smoke
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp

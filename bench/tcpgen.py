@@ -1,19 +1,34 @@
-"""TCP load generator: one process, non-blocking sockets on one epoll, pinned to CPU 1.
+"""TCP load generator: every simulated user on one epoll, in one process pinned to CPU 1.
 
 It speaks chatroom's line protocol (``proto="chat"``, also spoken by the seed baseline) or IRC
-(``proto="irc"``: NICK/USER, JOIN one channel, PRIVMSG to it). Delivered lines are counted in
-bulk -- ``bytearray.count(b"\\n")`` over each received buffer -- never parsed one by one, except
-on the few probe receivers, which scan their stream for a probe marker carrying a monotonic
-timestamp. The generator reports its own CPU use so a reader can see it was not the bottleneck.
+(``proto="irc"``: NICK/USER, OPER, JOIN, PRIVMSG). Why it cannot flatter a server:
 
-Run by ``bench.run`` as ``taskset -c 1 python -m bench.tcpgen '<json spec>'``; the last line of
-stdout is a JSON object with the results. Progress goes to stderr.
+- Every load line is ``m<sender>.<seq> <padding>`` (about 32 bytes of text), with a per-sender
+  sequence number. Every receiver's lines are counted on its own socket, in bulk
+  (``bytearray.count(b"\\n")`` per read), and compared with what the senders in its room sent
+  in that step: a receiver short or over by even one line fails the step. Sampled receivers
+  also parse their stream and check every sender's lines arrive exactly once and in order
+  (and that no line from another room leaks in). Rooms are quiet of anything else during a
+  step (logins and join notices come before it, and the room is drained until quiet between
+  steps), so any extra line is a real error.
+- Sends are non-blocking; what the socket does not take waits in a per-connection pending
+  buffer and still counts as offered, so a server that stops reading a sender (back-pressure)
+  shows as late deliveries, never as lines silently not sent.
+- A latency probe is a load line whose padding is ``t<monotonic ns>``; sampled receivers take
+  the time it took. The generator reports its own CPU and how far it fell behind its
+  schedule, so a saturated generator shows.
+
+Shapes: ``loud`` (10 senders, all lines due in a tick in one send), ``all`` (every user sends,
+one line per ``send``, senders interleaved) and ``rooms`` (``all`` over many rooms of 10).
+Run by ``bench.run`` as ``taskset -c 1 python -m bench.tcpgen '<json spec>'``; the last line
+of stdout is a JSON object with the results. Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import re
 import resource
 import select
 import socket
@@ -21,16 +36,18 @@ import struct
 import sys
 import time
 
-from bench.servers import IRC_CHANNEL, cpu_seconds, raise_nofile, rss_kb
+from bench.search import saturate
+from bench.servers import cpu_seconds, raise_nofile, rss_kb
 
 NL = b"\n"
-PROBE = b"~P"
 BCAST = b"~B"
-LOAD_TEXT = b"load line 0123456789 abcdefghij"  # 32 bytes of text per load message
+PAD = b"x" * 20
+SAMPLE = re.compile(rb"m(\d+)\.(\d+) (?:t(\d+))?")
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR, EPOLLHUP = select.EPOLLERR, select.EPOLLHUP
 RECV_SIZE = 1 << 18
 LINGER0 = struct.pack("ii", 1, 0)
+MAX_P99_MS = 100.0  # a passing step keeps probe p99 under this
 
 CONNECTING, LOGGING_IN, READY = 0, 1, 2
 
@@ -61,27 +78,29 @@ def percentile(values: list[float], p: float) -> float | None:
     return s[k]
 
 
+def _r(v: float | None, digits: int = 2) -> float | None:
+    return None if v is None or v == float("inf") else round(v, digits)
+
+
 class Conn:
-    """One simulated user: its socket, login state and, for probe receivers, a line tail."""
+    """One simulated user: socket, login state, room, send sequence and receive counters."""
 
-    __slots__ = ("sock", "fd", "idx", "nick", "state", "inbuf", "hello", "oper", "got_001",
-                 "got_366", "got_381", "probe", "tail", "marked", "pending", "closed")
+    __slots__ = ("sock", "fd", "idx", "nick", "room", "room_name", "state", "inbuf", "hello",
+                 "got_001", "got_366", "got_381", "pending", "closed", "pre", "post", "seq",
+                 "rx", "exp", "sampled", "tail", "nxt", "bad", "lat", "marked")
 
-    def __init__(self, idx: int, nick: str) -> None:
-        self.idx = idx
-        self.nick = nick
+    def __init__(self, idx: int, nick: str, room: int, room_name: str) -> None:
+        self.idx, self.nick, self.room, self.room_name = idx, nick, room, room_name
         self.state = CONNECTING
-        self.inbuf = b""
-        self.hello = b""
-        self.oper = False
+        self.inbuf = self.hello = self.pending = self.tail = b""
         self.got_001 = self.got_366 = self.got_381 = False
-        self.probe = False
-        self.tail = b""
-        self.marked = False
-        self.pending = b""
-        self.closed = False
+        self.closed = self.sampled = self.marked = False
+        self.pre = self.post = b""
         self.sock = None
         self.fd = -1
+        self.seq = self.rx = self.exp = self.bad = 0
+        self.nxt: dict = {}
+        self.lat: list = []
 
 
 class Generator:
@@ -89,68 +108,58 @@ class Generator:
 
     def __init__(self, spec: dict) -> None:
         self.spec = spec
-        self.proto = spec["proto"]
-        self.irc = self.proto == "irc"
+        self.irc = spec["proto"] == "irc"
         self.addr = ("127.0.0.1", spec["port"])
         self.server_pid = spec.get("server_pid", 0)
         self.ep = select.epoll()
         self.by_fd: dict[int, Conn] = {}
+        self.by_idx: dict[int, Conn] = {}
         self.conns: list[Conn] = []
         self.buf = bytearray(RECV_SIZE)
-        self.lines = 0  # newline count over every READY socket since the last reset
-        self.pings = 0
         self.errors: list[str] = []
-        self.probe_lat: list[float] = []
+        self.generation = 0  # bumped when the rooms are rebuilt after the server closed users
+        self.rebuilds = 0
+        self.last_data = now()
+        self.watch_bcast = False
         self.marked = 0
         self.mark_time = 0.0
-        self.last_data = now()
-        self._last_round = 0.0
-        self.generation = 0  # bumped when the room is rebuilt after the server dropped users
         oper = spec.get("oper")
-        self.oper_cmd = b""
-        if self.irc and oper:
-            self.oper_cmd = ("OPER %s %s\r\n" % tuple(oper)).encode()
+        self.oper_cmd = ("OPER %s %s\r\n" % tuple(oper)).encode() if self.irc and oper else b""
         self.oper_mode = spec.get("oper_mode")
-
-    # -- wire formats -------------------------------------------------------------------
-
-    def say(self, text: bytes) -> bytes:
-        """One chat message as sent on the wire."""
-        if self.irc:
-            return b"PRIVMSG " + IRC_CHANNEL.encode() + b" :" + text + b"\r\n"
-        return text + NL
+        self.default_room = spec.get("default_room", "#lobby")
 
     # -- connecting and logging in ---------------------------------------------------------
 
-    def open(self, idx: int, want_oper: bool) -> Conn:
+    def room_name(self, room: int, rooms: int) -> str:
+        """The room (channel) name users of room number ``room`` join."""
+        if rooms == 1:
+            return self.spec.get("irc_channel", "#bench") if self.irc else self.default_room
+        return "#r%d" % room
+
+    def open(self, idx: int, room: int, rooms: int) -> Conn:
         """Start connecting user ``idx`` (non-blocking); login continues in the event loop."""
-        c = Conn(idx, "u%d" % idx if not self.generation else "r%du%d" % (self.generation, idx))
-        c.oper = want_oper and bool(self.oper_cmd)
+        nick = "u%d" % idx if not self.generation else "r%du%d" % (self.generation, idx)
+        c = Conn(idx, nick, room, self.room_name(room, rooms))
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.sock, c.fd = s, s.fileno()
         if self.irc:
-            c.hello = ("NICK %s\r\nUSER %s 0 * :bench\r\n" % (c.nick, c.nick)).encode()
+            c.hello = ("NICK %s\r\nUSER %s 0 * :bench\r\n" % (nick, nick)).encode()
+            c.pre, c.post = b"PRIVMSG " + c.room_name.encode() + b" :", b"\r\n"
         else:
-            c.hello = c.nick.encode() + NL
+            c.hello = nick.encode() + NL
+            c.pre, c.post = b"", NL
         err = s.connect_ex(self.addr)
         if err not in (0, errno.EINPROGRESS):
+            s.close()
             raise OSError(err, "connect failed")
         self.by_fd[c.fd] = c
+        self.by_idx[idx] = c
         self.conns.append(c)
         self.ep.register(c.fd, EPOLLIN | EPOLLOUT)
         return c
-
-    def _connected(self, c: Conn) -> None:
-        err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self._fail(c, "connect error %d" % err)
-            return
-        c.state = LOGGING_IN
-        self.ep.modify(c.fd, EPOLLIN)
-        c.sock.sendall(c.hello)
 
     def _fail(self, c: Conn, why: str) -> None:
         if not c.closed:
@@ -162,98 +171,113 @@ class Generator:
             except (OSError, ValueError):
                 pass
 
-    def _login_data(self, c: Conn, data: bytes) -> bool:
-        """Parse lines of a user still logging in; return True once it is logged in."""
+    def _login_line(self, c: Conn, line: bytes) -> bool | None:
+        """One line for a user logging in: True when logged in, False if refused, else None."""
+        if self.irc:
+            if line.startswith(b"PING"):
+                self._send(c, b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
+                return None
+            if line.startswith(b"ERROR"):
+                return False
+            parts = line.split(b" ", 3)
+            code = parts[1] if len(parts) > 1 else b""
+            if code == b"001" and not c.got_001:
+                c.got_001 = True
+                out = self.oper_cmd
+                if self.oper_cmd and self.oper_mode:
+                    out += ("MODE %s %s\r\n" % (c.nick, self.oper_mode)).encode()
+                self._send(c, out + ("JOIN %s\r\n" % c.room_name).encode())
+            elif code == b"366":
+                c.got_366 = True
+            elif code == b"381":
+                c.got_381 = True
+            elif code in (b"433", b"432", b"464", b"491", b"403", b"405", b"471", b"473"):
+                return False
+            return True if c.got_366 and (c.got_381 or not self.oper_cmd) else None
+        if line.startswith(b"! "):
+            # Before the welcome it refuses the nickname; after it, it is a notice (such as
+            # "the history of #room is unavailable now") and the login goes on.
+            if not c.got_001:
+                return False
+            if len(self.errors) < 20:
+                self.errors.append("%s: %s" % (c.nick, line.decode(errors="replace")[:120]))
+            return None
+        if line.startswith(b"* you are "):
+            c.got_001 = True
+            if c.room_name == self.default_room:
+                return True
+            self._send(c, b"/join %s\n/part %s\n" % (c.room_name.encode(),
+                                                     self.default_room.encode()))
+        elif line.startswith(b"* you left " + self.default_room.encode()):
+            return True
+        return None
+
+    def _login_data(self, c: Conn, data: bytes) -> bool | None:
         c.inbuf += data
         while True:
             i = c.inbuf.find(NL)
             if i < 0:
+                return None
+            line, c.inbuf = c.inbuf[:i].rstrip(b"\r"), c.inbuf[i + 1:]
+            done = self._login_line(c, line)
+            if done is False:
+                self._fail(c, line.decode(errors="replace")[:120])
                 return False
-            line, c.inbuf = c.inbuf[:i], c.inbuf[i + 1:]
-            if self.irc:
-                if line.startswith(b"PING"):
-                    c.sock.sendall(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
-                    continue
-                parts = line.split(b" ", 3)
-                code = parts[1] if len(parts) > 1 else b""
-                if code == b"001" and not c.got_001:
-                    c.got_001 = True
-                    out = b""
-                    if c.oper:
-                        out += self.oper_cmd
-                        if self.oper_mode:
-                            out += ("MODE %s %s\r\n" % (c.nick, self.oper_mode)).encode()
-                    c.sock.sendall(out + ("JOIN %s\r\n" % IRC_CHANNEL).encode())
-                elif code == b"366":
-                    c.got_366 = True
-                elif code == b"381":
-                    c.got_381 = True
-                elif code in (b"433", b"432", b"464", b"491") or line.startswith(b"ERROR"):
-                    self._fail(c, line.decode(errors="replace"))
-                    return False
-                if c.got_366 and (c.got_381 or not c.oper):
-                    return self._ready(c)
-            else:
-                if line.startswith(b"* you are "):
-                    return self._ready(c)
-                if line.startswith(b"! "):
-                    self._fail(c, line.decode(errors="replace"))
-                    return False
+            if done:
+                c.state = READY
+                c.inbuf = b""
+                return True
 
-    def _ready(self, c: Conn) -> bool:
-        c.state = READY
-        self.lines += c.inbuf.count(NL)
-        c.inbuf = b""
-        return True
+    def login(self, users: list[tuple[int, int]], rooms: int, concurrency: int, timeout: float,
+              connect_rate: float = 0.0) -> dict:
+        """Log in ``(idx, room)`` users, at most ``concurrency`` at once, draining everyone.
 
-    def login(self, indices: list[int], opers: set[int], concurrency: int,
-              timeout: float, connect_rate: float = 0.0) -> dict:
-        """Log in the given users, at most ``concurrency`` at a time, draining everyone else.
-
-        ``connect_rate`` (new connections per second, 0 = unlimited) keeps the burst of SYNs
-        within small listen backlogs (ngircd listens with 10, Twisted with 50), whose overflow
+        ``connect_rate`` (new connections per second, 0 = unlimited) and ``concurrency`` keep
+        the burst of SYNs within small listen backlogs (ngircd listens with 10), whose overflow
         makes clients back off for 1, 3, 7... seconds.
-
-        @return: counts and the wall time from the first connect to the last login.
         """
-        todo = list(reversed(indices))
-        in_flight = 0
-        done = 0
+        todo = list(reversed(users))
+        in_flight = done = 0
         t0 = now()
         deadline = t0 + timeout
         buf = self.buf
         next_report = t0 + 5
-        while done < len(indices) and now() < deadline:
+        while (todo or in_flight) and now() < deadline:
             if now() > next_report:
                 next_report += 5
                 log("login: %d of %d logged in, %d in flight, %.0fs" % (
-                    done, len(indices), in_flight, now() - t0))
-            allowed = len(indices)
+                    done, len(users), in_flight, now() - t0))
+            allowed = len(users)
             if connect_rate:
-                allowed = int((now() - t0) * connect_rate) + 1 - (len(indices) - len(todo))
+                allowed = int((now() - t0) * connect_rate) + 1 - (len(users) - len(todo))
             while in_flight < concurrency and todo and allowed > 0:
                 allowed -= 1
-                idx = todo.pop()
+                idx, room = todo.pop()
                 try:
-                    self.open(idx, idx in opers)
+                    self.open(idx, room, rooms)
                 except OSError as e:
                     self.errors.append("connect u%d: %s" % (idx, e))
                     continue
                 in_flight += 1
-            wait = self._last_round + 0.001 - now()
-            if wait > 0:
-                time.sleep(wait)  # let data gather into larger reads, as pump(pace=...) does
-            self._last_round = now()
+            time.sleep(0.001)  # let data gather into larger reads
             for fd, ev in self.ep.poll(0.05):
                 c = self.by_fd.get(fd)
                 if c is None or c.closed:
                     continue
                 if c.state == CONNECTING:
-                    if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
-                        self._connected(c)
-                    if c.closed:
+                    err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        self._fail(c, "connect error %d" % err)
                         in_flight -= 1
+                        continue
+                    c.state = LOGGING_IN
+                    self.ep.modify(c.fd, EPOLLIN)
+                    self._send(c, c.hello)
                     continue
+                if ev & EPOLLOUT:
+                    self._flush(c)
+                    if not ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                        continue
                 try:
                     n = c.sock.recv_into(buf)
                 except BlockingIOError:
@@ -267,50 +291,66 @@ class Generator:
                     self._fail(c, "closed by server")
                     continue
                 if c.state == READY:
-                    self.lines += buf.count(NL, 0, n)
+                    c.rx += buf.count(NL, 0, n)
                     if self.irc and buf.find(b"PING", 0, n) >= 0:
                         self._pong(c, bytes(buf[:n]))
-                elif self._login_data(c, bytes(buf[:n])):
+                    continue
+                r = self._login_data(c, bytes(buf[:n]))
+                if r is not None:
                     in_flight -= 1
-                    done += 1
-                elif c.closed:
-                    in_flight -= 1
-        return {"requested": len(indices), "logged_in": done,
-                "seconds": round(now() - t0, 3), "errors": self.errors[:10]}
+                    done += r
+        return {"requested": len(users), "logged_in": done, "seconds": round(now() - t0, 3),
+                "errors": self.errors[:10]}
 
     def _pong(self, c: Conn, data: bytes) -> None:
         for line in data.split(NL):
             if line.startswith(b"PING"):
-                self.lines -= 1
-                self.pings += 1
-                c.sock.sendall(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
+                c.rx -= 1  # not a delivery
+                self._send(c, b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
 
-    # -- steady-state receiving --------------------------------------------------------
+    # -- sending and receiving ---------------------------------------------------------------
 
-    def pump(self, timeout: float, watch_probe: bool = False, watch_bcast: bool = False,
-             pace: float = 0.0) -> int:
-        """One epoll round over READY sockets: count lines in bulk; return bytes received.
+    def _send(self, c: Conn, data: bytes) -> None:
+        """Send or queue: nothing handed to this function is ever dropped while c is open."""
+        if c.closed:
+            return
+        if c.pending:
+            c.pending += data
+            return
+        try:
+            sent = c.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as e:
+            self._fail(c, str(e))
+            return
+        if sent < len(data):
+            c.pending = data[sent:]
+            self.ep.modify(c.fd, EPOLLIN | EPOLLOUT)
 
-        ``pace`` spaces rounds at least that far apart so data gathers into fewer, larger
-        reads (it adds at most ``pace`` seconds of latency and saves the generator's CPU).
-        """
-        if pace:
-            wait = self._last_round + pace - now()
-            if wait > 0:
-                time.sleep(wait)
-                timeout = max(0.0, timeout - wait)
-            self._last_round = now()
+    def _flush(self, c: Conn) -> None:
+        if c.pending:
+            try:
+                sent = c.sock.send(c.pending)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._fail(c, str(e))
+                return
+            c.pending = c.pending[sent:]
+        if not c.pending and c.state != CONNECTING:
+            self.ep.modify(c.fd, EPOLLIN)
+
+    def pump(self, timeout: float) -> None:
+        """One epoll round: flush pending output, count every receiver's lines in bulk."""
         buf = self.buf
-        got = 0
-        lines = 0
+        got = False
         irc = self.irc
         for fd, ev in self.ep.poll(timeout):
             c = self.by_fd.get(fd)
-            if c is None or c.closed:
+            if c is None or c.closed or c.state != READY:
                 continue
             if ev & EPOLLOUT:
-                if c.state == CONNECTING:
-                    continue
                 self._flush(c)
                 if not ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
                     continue
@@ -324,316 +364,314 @@ class Generator:
             if not n:
                 self._fail(c, "closed by server")
                 continue
-            got += n
-            lines += buf.count(NL, 0, n)
+            got = True
+            c.rx += buf.count(NL, 0, n)
             if irc and buf.find(b"PING", 0, n) >= 0:
                 self._pong(c, bytes(buf[:n]))
-            if watch_probe and c.probe:
-                self._probe_scan(c, bytes(buf[:n]))
-            if watch_bcast and not c.marked and buf.find(BCAST, 0, n) >= 0:
+            if c.sampled:
+                self._scan(c, bytes(buf[:n]))
+            if self.watch_bcast and not c.marked and buf.find(BCAST, 0, n) >= 0:
                 c.marked = True
                 self.marked += 1
                 self.mark_time = now()
-        self.lines += lines
         if got:
             self.last_data = now()
-        return got
 
-    def _probe_scan(self, c: Conn, data: bytes) -> None:
+    def _scan(self, c: Conn, data: bytes) -> None:
+        """Sampled receiver: every sender's lines exactly once, in order; probe latency."""
         data = c.tail + data
-        end = data.rfind(NL)
-        if end < 0:
-            c.tail = data
-            return
-        c.tail = data[end + 1:]
+        end = data.rfind(NL) + 1
+        c.tail = data[end:]
         t = time.monotonic_ns()
-        i = data.find(PROBE, 0, end)
-        while i >= 0:
-            j = i + 2
-            k = j
-            while k < end and 48 <= data[k] <= 57:
-                k += 1
-            if k > j:
-                self.probe_lat.append((t - int(data[j:k])) / 1e6)
-            i = data.find(PROBE, k, end)
+        nxt = c.nxt
+        for s, q, ts in SAMPLE.findall(data, 0, end):
+            s = int(s)
+            q = int(q)
+            want = nxt.get(s)
+            if want is None or q != want:
+                c.bad += 1  # duplicate, gap, reorder, or a sender not in this room
+                if want is not None and q > want:
+                    nxt[s] = q + 1
+                continue
+            nxt[s] = q + 1
+            if ts:
+                c.lat.append((t - int(ts)) / 1e6)
 
-    def _send(self, c: Conn, data: bytes) -> None:
-        if c.closed:
-            return
-        if c.pending:
-            c.pending += data
-            return
-        try:
-            sent = c.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as e:  # the server dropped this user (overload): the step fails
-            self._fail(c, str(e))
-            return
-        if sent < len(data):
-            c.pending = data[sent:]
-            self.ep.modify(c.fd, EPOLLIN | EPOLLOUT)
-
-    def _flush(self, c: Conn) -> None:
-        if not c.pending:
-            self.ep.modify(c.fd, EPOLLIN)
-            return
-        try:
-            sent = c.sock.send(c.pending)
-        except BlockingIOError:
-            return
-        except OSError as e:
-            self._fail(c, str(e))
-            return
-        c.pending = c.pending[sent:]
-        if not c.pending:
-            self.ep.modify(c.fd, EPOLLIN)
+    def live(self) -> list[Conn]:
+        """Users logged in and still connected."""
+        return [c for c in self.conns if c.state == READY and not c.closed]
 
     def quiesce(self, quiet: float, limit: float) -> float:
-        """Drain until nothing arrived for ``quiet`` seconds (at most ``limit``); return time taken."""
+        """Pump until nothing arrived for ``quiet`` s and nothing waits to be sent (max ``limit``)."""
         t0 = now()
         self.last_data = t0
-        while now() - self.last_data < quiet and now() - t0 < limit:
-            self.pump(0.02, pace=0.001)
+        while now() - t0 < limit:
+            self.pump(0.01)
+            if now() - self.last_data >= quiet and not any(c.pending for c in self.conns
+                                                           if not c.closed):
+                break
         return now() - t0
 
-    def close_sockets(self) -> None:
-        """Close every socket with an RST (SO_LINGER 0) so no TIME_WAIT piles up."""
+    def close_all(self) -> None:
+        """Close every socket with an RST (SO_LINGER 0, so no TIME_WAIT piles up), and epoll."""
         for c in self.conns:
             try:
                 c.sock.close()
             except OSError:
                 pass
+        self.conns, self.by_fd, self.by_idx = [], {}, {}
 
-    def close_all(self) -> None:
-        """Close every socket and the epoll object."""
-        self.close_sockets()
-        self.ep.close()
+    # -- rooms and steps -------------------------------------------------------------------
 
-    # -- fan-out saturation --------------------------------------------------------------
-
-    def fanout_step(self, senders: list[Conn], rate: float, duration: float,
-                    probe_rate: float, grace: float, drain: float, n_users: int) -> dict:
-        """Offer ``rate`` messages/s spread over ``senders`` for ``duration`` seconds.
-
-        Probes ride in the senders' own streams (round robin), so queueing anywhere on the way --
-        including a sender's unread socket buffer -- shows in their latency. The step passes when
-        every message reached all N-1 receivers within ``grace`` seconds after the offer stopped,
-        no probe went missing and probe p99 stayed under 100 ms.
-
-        @return: what was offered, delivered, the probe latencies and both processes' CPU use.
-        """
-        line = self.say(LOAD_TEXT)
-        per_sender = rate / len(senders)
-        tick = 0.005
-        self.lines = 0
-        self.probe_lat = []
-        sent = [0] * len(senders)
-        probes = 0
-        want_samples = 0
-        probe_rx = [c for c in self.conns if c.probe]
-        cpu0, scpu0 = cpu_self(), cpu_seconds(self.server_pid)
-        t0 = now()
-        t_end = t0 + duration
-        next_tick = t0
-        max_backlog = 0
-        while True:
-            t = now()
-            if t >= t_end:
-                break
-            if t >= next_tick:
-                el = t - t0
-                pdue = int(probe_rate * el) + 1 - probes
-                pk = probes % len(senders)
-                for i, c in enumerate(senders):
-                    due = int(per_sender * el) - sent[i]
-                    if c.closed or len(c.pending) > (8 << 20):  # server not reading: stop offering
-                        continue
-                    data = line * due if due > 0 else b""
-                    if pdue > 0 and i == pk:
-                        data += self.say(PROBE + str(time.monotonic_ns()).encode())
-                        probes += 1
-                        want_samples += sum(1 for r in probe_rx if r is not c)
-                    if data:
-                        self._send(c, data)
-                        sent[i] += max(0, due)
-                        if len(c.pending) > max_backlog:
-                            max_backlog = len(c.pending)
-                next_tick += tick
-                if next_tick < t:
-                    next_tick = t + tick
-            self.pump(max(0.0, min(next_tick, t_end) - now()), watch_probe=True, pace=0.001)
-        msgs = sum(sent)
-        expected = (msgs + probes) * (n_users - 1)
-        t_stop = now()
-        in_window = self.lines
-        drain_deadline = t_stop + drain
-        last_at = t_stop
-        in_grace = None
-        while self.lines < expected and now() < drain_deadline:
-            before = self.lines
-            self.pump(0.01, watch_probe=True, pace=0.001)
-            if self.lines != before:
-                last_at = now()
-            if in_grace is None and now() > t_stop + grace:
-                in_grace = self.lines
-        if in_grace is None:
-            in_grace = self.lines
-        wall = now() - t0
-        cpu = cpu_self() - cpu0
-        scpu = cpu_seconds(self.server_pid) - scpu0
-        lat = list(self.probe_lat)
-        missing = max(0, want_samples - len(lat))
-        p99 = percentile(lat + [float("inf")] * missing, 99)
-        delivered = self.lines
-        ok = in_grace >= expected and missing == 0 and p99 is not None and p99 < 100.0
-        span = max(1e-6, last_at - t0)
-        return {
-            "offered_msgs_per_s": round(rate, 1),
-            "offered_deliveries_per_s": round(rate * (n_users - 1)),
-            "duration_s": duration,
-            "messages": msgs, "probes": probes,
-            "expected_deliveries": expected, "delivered": delivered,
-            "delivered_in_window": in_window, "delivered_in_grace": in_grace,
-            "last_delivery_after_s": round(span, 3),
-            "deliveries_per_s": round(min(delivered, expected) / span),
-            "probe_samples": len(lat), "probe_missing": missing,
-            "p50_ms": _r(percentile(lat, 50)), "p99_ms": _r(p99),
-            "max_sender_backlog_bytes": max_backlog,
-            "gen_cpu_pct": round(100.0 * cpu / wall, 1),
-            "server_cpu_pct": round(100.0 * scpu / wall, 1),
-            "ok": ok,
-        }
-
-    def _room(self, n: int, n_senders: int) -> tuple[dict, list[Conn]]:
-        """Log in users 0..n-1 (the first ``n_senders`` as senders) and mark probe receivers."""
-        login = self.login(list(range(n)), set(range(n_senders)),
-                           concurrency=500, timeout=self.spec.get("login_timeout", 60),
-                           connect_rate=self.spec.get("connect_rate", 200))
+    def build(self) -> dict:
+        """Log in every user into its room and pick the sampled receivers."""
+        sp = self.spec
+        n, rooms = sp["users"], sp.get("rooms", 1)
+        login = self.login([(i, i % rooms) for i in range(n)], rooms,
+                           concurrency=sp.get("concurrency", 200),
+                           timeout=sp.get("login_timeout", 60),
+                           connect_rate=sp.get("connect_rate", 500))
         if login["logged_in"] < n:
-            return login, []
+            return login
         self.quiesce(0.3, 10)
-        for i in sorted({n_senders, (n + n_senders) // 2, n - 1, 0}):
-            self.conns_by_idx(i).probe = True
-        return login, [self.conns_by_idx(i) for i in range(n_senders)]
+        if rooms == 1:
+            picks = {0, n // 2, n - 1}
+        else:
+            picks = {k for k in range(0, rooms, max(1, rooms // 10))}
+        for i in picks:
+            self.conns[i].sampled = True
+        self.members: dict[int, list[Conn]] = {}
+        for c in self.conns:
+            self.members.setdefault(c.room, []).append(c)
+        return login
 
-    def _rebuild(self) -> None:
-        """Close every user (the server dropped some); the next login uses fresh nicknames."""
-        self.close_sockets()
-        self.conns = []
-        self.by_fd = {}
+    def rebuild(self) -> bool:
+        """Close everyone (the server closed some users) and log in a fresh set of nicknames."""
+        self.close_all()
         self.generation += 1
+        self.rebuilds += 1
         time.sleep(0.3)
+        login = self.build()
+        return login["logged_in"] == self.spec["users"]
 
-    def fanout(self) -> dict:
-        """Log in N users, then step the offered rate up until delivery or p99 latency fails.
+    def senders(self, shape: str) -> list[Conn]:
+        """Who talks in ``shape``: the first 10 users (loud) or everyone."""
+        if shape == "loud":
+            return self.conns[:max(1, min(self.spec.get("loud_senders", 10), len(self.conns) - 1))]
+        return list(self.conns)
 
-        A step in which the server dropped users fails; the room is then rebuilt (at most
-        twice) so the search can go on between the last passing and that failing rate.
+    def step(self, shape: str, rate: float, duration: float, grace: float, drain: float,
+             settle: float = 10.0) -> dict:
+        """Offer ``rate`` messages/s for ``duration`` s; check every receiver's exact count.
+
+        Passes when every receiver got exactly its room's lines within ``grace`` s after the
+        offer stopped (none over, also after the room went quiet), sampled receivers saw every
+        sender's lines once and in order, no connection was closed and probe p99 < 100 ms.
         """
         sp = self.spec
-        n = sp["users"]
-        n_senders = max(1, min(sp.get("senders", 10), n - 1))
-        login, senders = self._room(n, n_senders)
-        if not senders:
-            return {"error": "only %d of %d users logged in" % (login["logged_in"], n),
-                    "login": login, "errors": self.errors[:10]}
-        dur = sp["step_seconds"]
-        grace = sp.get("grace_seconds", 0.25)
-        drain = sp.get("drain_seconds", 2.0)
-        probe_rate = sp.get("probe_rate", 50)
-        start = sp.get("start_deliveries", 100000)
-        max_steps = sp.get("max_steps", 12)
-        # The search stops once the highest passing and lowest failing rates are this close;
-        # a ratio between two servers is only as fine as this (the history scenario asks 1.04).
-        resolution = sp.get("resolution", 1.15)
-        # How much each passing step raises the rate before the first failure: a gentle
-        # climb overloads the server less when it fails, so the bisection after it is cleaner.
-        growth = sp.get("growth", 2.0)
-        steps = []
-        best = None
-        fail = None
-        rebuilds = 0
-        d = start
-        while len(steps) < max_steps:
-            r = self.fanout_step(senders, d / (n - 1), dur, probe_rate, grace, drain, n)
-            r["target_deliveries_per_s"] = round(d)
-            dropped = sum(1 for c in self.conns if c.closed)
-            r["dropped_connections"] = dropped
-            if dropped:
-                r["ok"] = False
-            steps.append(r)
-            log("N=%d offered %.0f deliv/s -> %s in-grace %d/%d (all by %.2fs) p99=%s missing=%d "
-                "dropped=%d gen %.0f%% srv %.0f%%" % (
-                    n, d, "ok" if r["ok"] else "FAIL", r["delivered_in_grace"],
-                    r["expected_deliveries"], r["last_delivery_after_s"], r["p99_ms"],
-                    r["probe_missing"], dropped, r["gen_cpu_pct"], r["server_cpu_pct"]))
-            if r["ok"]:
-                best = r if best is None or d > best["target_deliveries_per_s"] else best
+        senders = self.senders(shape)
+        S = len(senders)
+        loud = shape == "loud"
+        conns = self.live()
+        talking = {c.idx for c in senders}
+        for c in conns:
+            c.rx = 0
+            if c.sampled:
+                c.nxt = {s.idx: s.seq for s in self.members[c.room]
+                         if s is not c and s.idx in talking}
+                c.bad, c.lat, c.tail = 0, [], b""
+        start_seq = {c.idx: c.seq for c in senders}
+        total = max(1, int(round(rate * duration)))
+        probe_every = max(2, int(rate / sp.get("probe_rate", 200)))
+        closed0 = sum(c.closed for c in self.conns)
+        max_pending = 0
+        max_lag = 0
+        tick = sp.get("tick_s", 0.001)  # rounds this far apart let reads gather (<= 1 ms latency)
+        cpu0, scpu0 = cpu_self(), cpu_seconds(self.server_pid)
+        t0 = now()
+        next_round = t0
+        k = 0
+        while k < total:
+            t = now()
+            due = min(total, int(rate * (t - t0)) + 1)
+            if due > k:
+                if due - k > max_lag:
+                    max_lag = due - k
+                if loud:
+                    out: dict = {}
+                    for j in range(k, due):
+                        c = senders[j % S]
+                        text = (b"m%d.%d t%d" % (c.idx, c.seq, time.monotonic_ns())
+                                if j % probe_every == 0 else b"m%d.%d %s" % (c.idx, c.seq, PAD))
+                        c.seq += 1
+                        out.setdefault(c, []).append(c.pre + text + c.post)
+                    for c, lines in out.items():
+                        self._send(c, b"".join(lines))
+                else:
+                    for j in range(k, due):
+                        c = senders[j % S]
+                        if j % probe_every == 0:
+                            text = b"m%d.%d t%d" % (c.idx, c.seq, time.monotonic_ns())
+                        else:
+                            text = b"m%d.%d %s" % (c.idx, c.seq, PAD)
+                        c.seq += 1
+                        self._send(c, c.pre + text + c.post)
+                k = due
+            self.pump(0)
+            next_round += tick
+            wait = next_round - now()
+            if wait > 0:
+                time.sleep(wait)
             else:
-                fail = d if fail is None else min(fail, d)
-            if dropped:
-                if rebuilds >= 2:
-                    break
-                rebuilds += 1
-                self._rebuild()
-                _, senders = self._room(n, n_senders)
-                if not senders:
-                    break
-            else:
-                settle = self.quiesce(0.3, 10 if not r["ok"] else 2)
-                if not r["ok"] and settle >= 10:
-                    break  # the server still has a backlog: further steps would be polluted
-            if fail is None:
-                d *= growth
-            elif best is None:
-                d = d / 4
-                if d < 1000:
-                    break
-            else:
-                lo, hi = best["target_deliveries_per_s"], fail
-                if hi / lo < resolution:
-                    break
-                d = (lo * hi) ** 0.5
-        if steps and not steps[-1]["ok"] and best is not None:
-            # The search ended on a failing step: the server may still be working off its
-            # backlog, or have dropped users. Measure the latency steps in a fresh room.
-            self._rebuild()
-            _, senders = self._room(n, n_senders)
-        half = None
-        if best is not None and senders:
-            half = self.fanout_step(senders, best["target_deliveries_per_s"] / 2 / (n - 1),
-                                    dur, probe_rate, grace, drain, n)
-            half["target_deliveries_per_s"] = round(best["target_deliveries_per_s"] / 2)
-            half["dropped_connections"] = sum(1 for c in self.conns if c.closed)
-            log("N=%d half rate -> p50=%s p99=%s" % (n, half["p50_ms"], half["p99_ms"]))
-        at_reference = None
-        reference = sp.get("reference_deliveries")
-        if reference and senders:
-            at_reference = self.fanout_step(senders, reference / (n - 1), dur, probe_rate, grace,
-                                            drain, n)
-            at_reference["target_deliveries_per_s"] = round(reference)
-            at_reference["dropped_connections"] = sum(1 for c in self.conns if c.closed)
-            log("N=%d at reference rate %.0f -> p50=%s p99=%s" % (
-                n, reference, at_reference["p50_ms"], at_reference["p99_ms"]))
-        return {"users": n, "senders": n_senders,
-                "probe_receivers": sum(c.probe for c in self.conns),
-                "login": login, "steps": steps, "best": best, "half": half,
-                "at_reference": at_reference,
-                "rebuilds": rebuilds,
-                "max_gen_cpu_pct": max((s["gen_cpu_pct"] for s in steps), default=None),
-                "errors": self.errors[:10]}
+                next_round = now()
+        t_stop = now()
+        for c in senders:
+            if len(c.pending) > max_pending:
+                max_pending = len(c.pending)
+        pending_at_stop = sum(len(c.pending) for c in senders)
+        room_sent: dict[int, int] = {}
+        for c in senders:
+            room_sent[c.room] = room_sent.get(c.room, 0) + c.seq - start_seq[c.idx]
+        expected = 0
+        for c in conns:
+            c.exp = room_sent.get(c.room, 0) - (c.seq - start_seq[c.idx] if c.idx in start_seq
+                                                else 0)
+            expected += c.exp
+        # Drain: until every receiver has its count, or the drain time is up.
+        short_in_grace = None
+        last_at = t_stop
+        deadline = t_stop + drain
+        waiting = [c for c in conns if c.rx < c.exp]
+        while waiting and now() < deadline:
+            time.sleep(tick)
+            self.pump(0.005)
+            waiting = [c for c in waiting if c.rx < c.exp and not c.closed]
+            if short_in_grace is None and now() >= t_stop + grace:
+                short_in_grace = len(waiting)
+            last_at = self.last_data
+        if short_in_grace is None:
+            short_in_grace = len(waiting)
+        complete_at = now()
+        wall = complete_at - t0
+        cpu = cpu_self() - cpu0
+        scpu = cpu_seconds(self.server_pid) - scpu0
+        # Quiet room: late extra lines show up here and count as "over".
+        self.quiesce(0.1, settle)
+        short_r = over_r = short_by = over_by = delivered = 0
+        for c in conns:
+            d = c.rx - c.exp
+            delivered += min(c.rx, c.exp)
+            if d < 0:
+                short_r += 1
+                short_by -= d
+            elif d > 0:
+                over_r += 1
+                over_by += d
+        content_errors = 0
+        lat: list[float] = []
+        sampled = [c for c in conns if c.sampled]
+        for c in sampled:
+            missing = sum(1 for s, q in c.nxt.items() if q != self.by_idx[s].seq)
+            content_errors += c.bad + missing
+            lat += c.lat
+        closed = sum(c.closed for c in self.conns) - closed0
+        p99 = percentile(lat, 99)
+        span = max(1e-6, last_at - t0)
+        why = []
+        if short_in_grace:
+            why.append("%d receivers short %.2fs after the offer" % (short_in_grace, grace))
+        if short_r or over_r:
+            why.append("exact count: %d short by %d, %d over by %d" % (short_r, short_by,
+                                                                        over_r, over_by))
+        if content_errors:
+            why.append("%d order/duplicate errors on sampled receivers" % content_errors)
+        if closed:
+            why.append("%d connections closed" % closed)
+        if p99 is None or p99 >= MAX_P99_MS:
+            why.append("probe p99 %s ms" % _r(p99))
+        if max_lag / max(rate, 1e-9) > 0.1 * duration:
+            why.append("generator fell %.0f ms behind its schedule" % (1000 * max_lag / rate))
+        fan = expected / max(1, total)
+        return {
+            "shape": shape, "offered_msgs_per_s": round(rate, 1),
+            "offered_deliveries_per_s": round(rate * fan), "duration_s": duration,
+            "messages": total, "receivers": len(conns), "expected_deliveries": expected,
+            "delivered": delivered, "short_in_grace_receivers": short_in_grace,
+            "short_receivers": short_r, "short_by": short_by,
+            "over_receivers": over_r, "over_by": over_by,
+            "sampled_receivers": len(sampled), "content_errors": content_errors,
+            "closed_connections": closed,
+            "last_delivery_after_s": round(span, 3),
+            "deliveries_per_s": round(delivered / span),
+            "achieved_msgs_per_s": round(total / span, 1) if not short_r else None,
+            "pending_bytes_at_stop": pending_at_stop, "max_sender_pending_bytes": max_pending,
+            "generator_lag_ms": round(1000 * max_lag / max(rate, 1e-9), 1),
+            "probe_samples": len(lat), "p50_ms": _r(percentile(lat, 50)), "p99_ms": _r(p99),
+            "gen_cpu_pct": round(100.0 * cpu / wall, 1),
+            "server_cpu_pct": round(100.0 * scpu / wall, 1),
+            "ok": not why, "why": why,
+        }
 
-    def conns_by_idx(self, idx: int) -> Conn:
-        """The Conn of user ``idx`` (users are opened in index order)."""
-        c = self.conns[idx]
-        assert c.idx == idx
-        return c
+    def shape(self, shape: str, deadline: float) -> dict:
+        """Saturation search, then half rate, half the reference's rate, and 2x overload."""
+        sp = self.spec
+        fan = max(1, (sp["users"] // sp.get("rooms", 1)) - 1)
+        dur, grace, drain = sp["step_seconds"], sp["grace_seconds"], sp["drain_seconds"]
+        label = "%s N=%d" % (shape, sp["users"])
+
+        def one(rate: float, drain_s: float = drain, settle: float = 10.0) -> dict:
+            r = self.step(shape, rate, dur, grace, drain_s, settle)
+            log("%s offered %.0f msg/s (%.0f deliv/s) -> %s %s gen %.0f%% srv %.0f%%" % (
+                label, rate, r["offered_deliveries_per_s"], "ok" if r["ok"] else "FAIL",
+                "; ".join(r["why"]) or "p99 %s ms" % r["p99_ms"], r["gen_cpu_pct"],
+                r["server_cpu_pct"]))
+            if r["closed_connections"] and not self.rebuild():
+                r["abort"] = True
+            return r
+
+        # Leave time for the three steps after the search (the overload one drains longer).
+        tail = 3 * (dur + 0.3) + sp["overload_drain_seconds"] / 2 if sp.get("extras", True) else 0
+        start = (sp.get("starts") or {}).get(shape) or sp["start_deliveries"]
+        found = saturate(one, start / fan, growth=sp.get("growth", 2.0),
+                         resolution=sp.get("resolution", 1.15), max_steps=sp["max_steps"],
+                         floor=10.0 / dur, deadline=deadline - tail)
+        best = found["best"]
+        res = {"shape": shape, "users": sp["users"], "rooms": sp.get("rooms", 1),
+               "senders": len(self.senders(shape)), "fan_out": fan, **found}
+        aborted = found["steps"] and found["steps"][-1].get("abort")
+        if sp.get("extras", True) and best is not None and not aborted:
+            if sp.get("half", True):
+                res["half"] = one(best["rate"] / 2)
+            ref = (sp.get("reference") or {}).get(shape)
+            if ref:
+                res["at_reference"] = one(ref / fan)
+            ov = one(2 * best["rate"], sp["overload_drain_seconds"],
+                     settle=sp["overload_drain_seconds"])
+            res["overload"] = ov
+        res["max_gen_cpu_pct"] = max((s["gen_cpu_pct"] for s in found["steps"]), default=None)
+        return res
+
+    def shapes(self) -> dict:
+        """Log in the rooms once, run each shape on them."""
+        sp = self.spec
+        login = self.build()
+        out = {"login": login, "shapes": {}}
+        if login["logged_in"] < sp["users"]:
+            out["error"] = "only %d of %d users logged in" % (login["logged_in"], sp["users"])
+            return out
+        t_end = now() + sp.get("time_s", 60)
+        names = sp["shapes"]
+        for i, name in enumerate(names):
+            share = (t_end - now()) / (len(names) - i)
+            out["shapes"][name] = self.shape(name, now() + share)
+        out["rebuilds"] = self.rebuilds
+        out["errors"] = self.errors[:10]
+        return out
 
     # -- many idle connections ---------------------------------------------------------
 
     def connections(self) -> dict:
-        """Log in N idle users, measure server memory, then time one broadcast to all of them.
+        """Log in N idle users into one room, measure server memory, time one broadcast.
 
         Users that did not log in within the login timeout are left out of the broadcast (and
         the report says how many made it).
@@ -644,15 +682,16 @@ class Generator:
         rss0 = rss_kb(self.server_pid)
         cpu0, scpu0 = cpu_self(), cpu_seconds(self.server_pid)
         t0 = now()
-        login = self.login(list(range(n)), set(), concurrency=sp.get("concurrency", 500),
+        login = self.login([(i, 0) for i in range(n)], 1, concurrency=sp.get("concurrency", 500),
                            timeout=sp.get("login_timeout", 120),
                            connect_rate=sp.get("connect_rate", 0))
-        login_wall = now() - t0
-        login["server_cpu_pct"] = round(100.0 * (cpu_seconds(self.server_pid) - scpu0) / login_wall, 1)
+        login_wall = max(1e-6, now() - t0)
+        login["server_cpu_pct"] = round(
+            100.0 * (cpu_seconds(self.server_pid) - scpu0) / login_wall, 1)
         settle = self.quiesce(1.0, sp.get("settle_timeout", 60))
-        join_lines = self.lines
+        ready = self.live()
+        join_lines = sum(c.rx for c in self.conns)
         rss1 = rss_kb(self.server_pid)
-        ready = [c for c in self.conns if c.state == READY and not c.closed]
         res = {"users": n, "login": login, "join_lines_received": join_lines,
                "settle_s": round(settle, 2), "rss_idle_kb": rss0, "rss_loaded_kb": rss1,
                "rss_per_conn_kb": round((rss1 - rss0) / max(1, len(ready)), 2),
@@ -663,26 +702,18 @@ class Generator:
             for c in ready[1:]:
                 c.marked = False
             self.marked = 0
+            self.watch_bcast = True
             tb = now()
-            self._send(ready[0], self.say(BCAST + b" hello all"))
+            self._send(ready[0], ready[0].pre + BCAST + b" hello all" + ready[0].post)
             deadline = tb + sp.get("broadcast_timeout", 60)
             while self.marked < len(ready) - 1 and now() < deadline:
-                self.pump(0.05, watch_bcast=True, pace=0.001)
+                self.pump(0.05)
             res["broadcast_received"] = self.marked
             res["broadcast_expected"] = len(ready) - 1
             res["broadcast_last_s"] = round(self.mark_time - tb, 4) if self.marked else None
-        wall = now() - t0
-        res["gen_cpu_pct"] = round(100.0 * (cpu_self() - cpu0) / wall, 1)
+        res["gen_cpu_pct"] = round(100.0 * (cpu_self() - cpu0) / (now() - t0), 1)
         res["errors"] = self.errors[:10]
         return res
-
-
-def _r(v: float | None) -> float | None:
-    if v is None:
-        return None
-    if v == float("inf"):
-        return None
-    return round(v, 2)
 
 
 def main() -> None:
@@ -691,14 +722,15 @@ def main() -> None:
     raise_nofile()
     gen = Generator(spec)
     try:
-        if spec["scenario"] == "fanout":
-            res = gen.fanout()
+        if spec["scenario"] == "shapes":
+            res = gen.shapes()
         elif spec["scenario"] == "connections":
             res = gen.connections()
         else:
             raise SystemExit("unknown scenario %r" % spec["scenario"])
     finally:
         gen.close_all()
+        gen.ep.close()
     sys.stdout.write(json.dumps(res) + "\n")
 
 

@@ -3,7 +3,10 @@
 Plain stdlib, written the way the project's seed was: one thread per TCP client, a dict of
 sockets, and every line sent with ``sendall`` to each other client while holding one lock.
 It speaks the same line protocol as chatroom's TCP side (greeting, nickname line, then
-``NICK: text`` lines to everyone but the sender; ``* NICK joined`` / ``* NICK left (...)``).
+``NICK: text`` lines to everyone else in the sender's current room; ``* NICK joined`` /
+``* NICK left (...)``). Rooms are the least the benchmark's many-rooms shape needs: everyone
+starts in ``#lobby``; ``/join #room`` joins a room and makes it current, ``/part #room`` leaves
+one; each room is a dict of sockets, still sent to one ``sendall`` at a time under the one lock.
 
 Its UDP side is the seed's too: the first datagram from an address is that user's nickname,
 later datagrams are lines of text, and each line is sent three times to every other known
@@ -24,18 +27,23 @@ NICK_RE = re.compile(r"^[A-Za-z_\[\]{}\\|^][A-Za-z0-9_\-\[\]{}\\|^]{0,31}$")
 UDP_COPIES = 3  # the seed's "broadcast several times" for delivery chances
 
 
+LOBBY = "#lobby"
+
+
 class SeedChat:
-    """Shared state: nickname -> socket, guarded by one lock used for every send."""
+    """Shared state: nickname -> socket and room -> members, guarded by one lock for every send."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.clients: dict[str, socket.socket] = {}
+        self.rooms: dict[str, dict[str, socket.socket]] = {LOBBY: {}}
 
-    def broadcast(self, line: bytes, exclude: str | None) -> None:
-        """Send one line to every client but ``exclude``, one ``sendall`` each, under the lock."""
+    def broadcast(self, line: bytes, exclude: str | None, room: str | None = None) -> None:
+        """Send one line to every client of ``room`` (None: everyone) but ``exclude``."""
         with self.lock:
+            members = self.clients if room is None else self.rooms.get(room, {})
             dead = []
-            for nick, sock in self.clients.items():
+            for nick, sock in members.items():
                 if nick == exclude:
                     continue
                 try:
@@ -43,11 +51,33 @@ class SeedChat:
                 except OSError:
                     dead.append(nick)
             for nick in dead:
-                self.clients.pop(nick, None)
+                members.pop(nick, None)
+
+    def command(self, nick: str, sock: socket.socket, text: str, current: str | None) -> str | None:
+        """``/join #room`` or ``/part #room``; return the room the user's lines go to now."""
+        verb, _, room = text.partition(" ")
+        room = room.strip()
+        if verb == "/join" and room.startswith("#"):
+            with self.lock:
+                self.rooms.setdefault(room, {})[nick] = sock
+            sock.sendall(("* you joined %s\r\n" % room).encode())
+            self.broadcast(("* %s joined\r\n" % nick).encode(), exclude=nick, room=room)
+            return room
+        if verb == "/part" and room.startswith("#"):
+            with self.lock:
+                self.rooms.get(room, {}).pop(nick, None)
+            if current == room:
+                current = None
+            sock.sendall(("* you left %s; your lines go to %s\r\n" % (room, current)).encode())
+            self.broadcast(("* %s left the room\r\n" % nick).encode(), exclude=nick, room=room)
+            return current
+        sock.sendall(b"! unknown command\r\n")
+        return current
 
     def serve_client(self, sock: socket.socket) -> None:
         """One thread per connection: ask for a nickname, then relay each line to the others."""
         nick = None
+        room = LOBBY
         try:
             sock.sendall(GREETING)
             reader = sock.makefile("rb")
@@ -62,20 +92,28 @@ class SeedChat:
                         taken = candidate in self.clients
                         if not taken:
                             self.clients[candidate] = sock
+                            self.rooms[LOBBY][candidate] = sock
                     if taken:
                         sock.sendall(b"! nickname in use\r\n" + GREETING)
                         continue
                     nick = candidate
                     sock.sendall(("* you are %s; say something\r\n" % nick).encode())
-                    self.broadcast(("* %s joined\r\n" % nick).encode(), exclude=nick)
+                    self.broadcast(("* %s joined\r\n" % nick).encode(), exclude=nick, room=LOBBY)
                     continue
-                self.broadcast(("%s: %s\r\n" % (nick, text)).encode("utf-8"), exclude=nick)
+                if text.startswith("/"):
+                    room = self.command(nick, sock, text, room)
+                    continue
+                if room is not None:
+                    self.broadcast(("%s: %s\r\n" % (nick, text)).encode("utf-8"), exclude=nick,
+                                   room=room)
         except OSError:
             pass
         finally:
             if nick is not None:
                 with self.lock:
                     self.clients.pop(nick, None)
+                    for members in self.rooms.values():
+                        members.pop(nick, None)
                 self.broadcast(("* %s left (quit)\r\n" % nick).encode(), exclude=None)
             try:
                 sock.close()

@@ -57,12 +57,15 @@ PRUNE_CHUNK = 10_000
 """Rows deleted per prune transaction, so a first prune of a large backlog
 lets the chat's own writes in between instead of holding the file for long."""
 
-MAX_READS = 100
+MAX_READS = 2000
 """History queries (join replays and C{/history}) waiting or running at once,
 service-wide.  They share the one connection with the writes, so a flood of
 C{/join}s and C{/history}s could otherwise delay the writes until records are
 lost; past the bound a query is refused at once (the user is told the history
-is busy) instead of queued."""
+is unavailable) instead of queued.  A replay takes well under a millisecond,
+so 2,000 is under a second of queries: a class of hundreds joining at once, or
+users reconnecting after a restart, all get their replay, and the writes wait
+at most that second."""
 
 STOP_GRACE = 30.0
 """Seconds L{SQLiteHistory.stop} waits for the last writes before giving up."""
