@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,8 @@ FULL = {
     "shares": {"shapes": 0.66, "history": 0.80, "udp": 0.86},
     "shapes": dict(STEP, users=[10, 100, 500], rooms_users=2000, rooms=200,
                    udp_users=[10, 100, 500], shape_s=10.5),
-    "history": {"users": 100, "rounds": 2, "replay_rows": 1000000, "start_deliveries": 3200000,
-                "max_steps": 10, "resolution": 1.04, "growth": 1.2},
+    "history": {"users": 100, "rounds": 5, "replay_rows": 1000000, "capacity_msgs_per_s": 150000,
+                "capacity_s": 2.5, "capacity_drain_s": 5.0},
     "udp": {"users": 50, "losses": [0.0, 0.2], "msgs_per_user_per_s": 2, "duration_s": 3,
             "reorder": 0.05, "drain_s": {"chatroom": 8, "seed": 1}},
     "connections": {"users": 10000, "servers": ["chatroom", "ngircd"], "login_timeout": 45,
@@ -57,8 +58,8 @@ QUICK = {
                    step_seconds=0.25, drain_seconds=1.0, overload_drain_seconds=2.0,
                    start_deliveries=300000, max_steps=5, resolution=1.3, shape_s=4.5,
                    half_for_all=False),
-    "history": {"users": 100, "rounds": 1, "replay_rows": 200000, "start_deliveries": 3200000,
-                "max_steps": 6, "resolution": 1.08, "growth": 1.2},
+    "history": {"users": 100, "rounds": 1, "replay_rows": 200000, "capacity_msgs_per_s": 150000,
+                "capacity_s": 2.0, "capacity_drain_s": 5.0},
     "udp": {"users": 50, "losses": [0.2], "msgs_per_user_per_s": 2, "duration_s": 2,
             "reorder": 0.05, "drain_s": {"chatroom": 3, "seed": 0.5}},
     "connections": {"users": 1000, "servers": ["chatroom", "ngircd"], "login_timeout": 10,
@@ -146,7 +147,7 @@ def with_server(name: str, tmp: Path, tag: str, fn) -> dict:
 def tcp_shapes(server: Server, users: int, rooms: int, shapes: list[str], cfg: dict,
                time_s: float, starts: dict, reference: dict, extras: bool = True) -> dict:
     """One generator run: log ``users`` into ``rooms`` rooms, run each shape's search."""
-    sc = {k: v for k, v in cfg.items() if k in STEP}
+    sc = {k: v for k, v in cfg.items() if k in STEP or k == "capacity"}
     # The step at half a server's own best is what the others' latency is compared with:
     # --quick runs it on the reference only.
     half = cfg.get("half_for_all", True) or server.name == REFERENCE
@@ -241,29 +242,37 @@ def history(cfg: dict, tmp: Path, budget: Budget) -> dict:
     """
     hc = cfg["history"]
     sc = dict(cfg.get("shapes") or QUICK["shapes"])
-    # Both start at about half the saturation rate, climb by 20 % and bisect finely: a ratio
-    # near 0.9 needs steps a few percent apart, not the shapes' doubling and 15 % bisection.
-    sc.update({k: hc[k] for k in ("max_steps", "resolution", "growth")})
-    per_run = sc["step_seconds"] * hc["max_steps"] * 2 + 2
+    # Capacity, not a pass/fail search: one step offered well above what either configuration
+    # takes, so the server runs flat out (back-pressure holds the excess in the senders'
+    # sockets) and every line still arrives; deliveries over the time to the last one is the
+    # rate it sustained.  Searches with a p99 threshold swung by 15 % between rounds.
+    sc["capacity"] = {"msgs_per_s": hc["capacity_msgs_per_s"], "seconds": hc["capacity_s"],
+                      "drain_seconds": hc["capacity_drain_s"]}
+    per_run = hc["capacity_s"] + hc["capacity_drain_s"] + 8
     runs: dict = {"chatroom": [], "chatroom-nohistory": []}
     for round_no in range(hc["rounds"]):
         for name in ("chatroom", "chatroom-nohistory"):
-            if budget.left_until(cfg["shares"]["history"]) < per_run * 0.6:
+            if budget.left_until(cfg["shares"]["history"]) < per_run:
                 runs[name].append({"skipped": "time budget"})
                 continue
             say("history: loud N=%d on %s, round %d (%.0fs left)" % (
                 hc["users"], name, round_no + 1, budget.left()))
             res = with_server(name, tmp, "history%d" % round_no, lambda s: tcp_shapes(
-                s, hc["users"], 1, ["loud"], sc, per_run,
-                {"loud": hc["start_deliveries"]}, {}, extras=False))
+                s, hc["users"], 1, ["loud"], sc, per_run, {}, {}, extras=False))
             one = (res.get("shapes") or {}).get("loud") or {"error": res.get("error")}
             runs[name].append(one)
-    best = {name: max([(r.get("best") or {}).get("deliveries_per_s") or 0 for r in rs] or [0])
-            for name, rs in runs.items()}
-    result = {"users": hc["users"], "runs": runs, "best_on": best["chatroom"],
-              "best_off": best["chatroom-nohistory"]}
-    if best["chatroom"] and best["chatroom-nohistory"]:
-        result["ratio"] = round(best["chatroom"] / best["chatroom-nohistory"], 3)
+    # The verdict is on the medians: single rounds swing by 10-15 % on this machine (both
+    # configurations alike), more than the cost being measured; the best rounds are shown too.
+    figures = {name: sorted((r.get("best") or {}).get("deliveries_per_s") or 0 for r in rs)
+               for name, rs in runs.items()}
+    result = {"users": hc["users"], "runs": runs}
+    for name, key in (("chatroom", "on"), ("chatroom-nohistory", "off")):
+        done = [f for f in figures[name] if f]
+        result["best_" + key] = max(done, default=0)
+        result["median_" + key] = statistics.median(done) if done else 0
+    if result["median_on"] and result["median_off"]:
+        result["ratio"] = round(result["median_on"] / result["median_off"], 3)
+        result["best_ratio"] = round(result["best_on"] / result["best_off"], 3)
     if budget.left() > 15:
         say("history: replay on %d stored messages" % hc["replay_rows"])
         try:

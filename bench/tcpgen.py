@@ -629,6 +629,22 @@ class Generator:
                 r["abort"] = True
             return r
 
+        capacity = sp.get("capacity")
+        if capacity:
+            # One long step offered above the server's capacity: with back-pressure it takes
+            # lines as fast as it can, so lines delivered over the time to the last one is its
+            # capacity; no pass/fail threshold near saturation adds noise to the figure.
+            r = self.step(shape, capacity["msgs_per_s"], capacity["seconds"], grace,
+                          capacity["drain_seconds"], capacity["drain_seconds"])
+            log("%s capacity: offered %.0f msg/s, %d deliveries/s, %d short, %d over, %d closed,"
+                " gen %.0f%% srv %.0f%%" % (label, capacity["msgs_per_s"], r["deliveries_per_s"],
+                                            r["short_receivers"], r["over_receivers"],
+                                            r["closed_connections"], r["gen_cpu_pct"],
+                                            r["server_cpu_pct"]))
+            complete = not (r["short_receivers"] or r["over_receivers"]
+                            or r["closed_connections"] or r["content_errors"])
+            return {"shape": shape, "users": sp["users"], "capacity": r,
+                    "best": {"deliveries_per_s": r["deliveries_per_s"]} if complete else None}
         # Leave time for the three steps after the search (the overload one drains longer).
         tail = 3 * (dur + 0.3) + sp["overload_drain_seconds"] / 2 if sp.get("extras", True) else 0
         start = (sp.get("starts") or {}).get(shape) or sp["start_deliveries"]

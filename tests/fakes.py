@@ -115,23 +115,23 @@ class RecordingSink:
     def __init__(self) -> None:
         self.recorded: list = []
 
-    def record(self, event):
-        self.recorded.append(event)
+    def record_turn(self, events):
+        self.recorded.extend(events)
 
 
 @implementer(IEventSink)
 class RaisingSink:
-    """A sink whose C{record} raises L{SinkError}."""
+    """A sink whose C{record_turn} raises L{SinkError}."""
 
-    def record(self, event):
+    def record_turn(self, events):
         raise SinkError("sink is down")
 
 
 @implementer(IEventSink)
 class FailingDeferredSink:
-    """A sink whose C{record} answers with a failed Deferred."""
+    """A sink whose C{record_turn} answers with a failed Deferred."""
 
-    def record(self, event):
+    def record_turn(self, events):
         return defer.fail(SinkError("sink lost it"))
 
 
@@ -208,10 +208,11 @@ class FakeHistory:
         self.asks: list[tuple[defer.Deferred, str, int, int]] = []
         self._answers: dict = {}  # id(Deferred) -> the events it will answer with
 
-    def record(self, event):
-        if type(event) not in STORED_EVENTS:
-            raise AssertionError(f"{event!r} is not for the history")
-        self.recorded.append(event)
+    def record_turn(self, events):
+        for event in events:
+            if type(event) not in STORED_EVENTS:
+                raise AssertionError(f"{event!r} is not for the history")
+        self.recorded.extend(events)
 
     def lines(self, room_key: str, limit: int, before: int) -> list:
         """What C{recent} answers now."""

@@ -179,19 +179,20 @@ class TurnTests(TurnTestMixin, SynchronousTestCase):
         self.assertEqual(self.sink.recorded, [])
 
     def test_sinks_after_members_stored_only(self):
-        """Sinks get stored events after every member got its batch; private ones never."""
+        """Sinks get the turn's stored events, in one call, after every member got its batch;
+        private ones never."""
         alice, bob = self.member("alice", self.a), self.member("bob", self.a)
         order = []
         alice.deliver = lambda batch: order.append("alice")
-        self.sink.record = lambda event: order.append(("sink", event))
+        self.sink.record_turn = lambda events: order.append(("sink", events))
         self.turn.publish(line(1), self.a)
         self.turn.tell(bob, Private(2, 2.0, "alice", "bob", "psst"))
         self.turn.tell(bob, Notice("n"))
         self.turn.record(Left(3, 3.0, ("#a",), "zed", "server shutting down"))
         self.turn.flush()
         self.assertEqual(order, [
-            "alice", ("sink", line(1)),
-            ("sink", Left(3, 3.0, ("#a",), "zed", "server shutting down")),
+            "alice",
+            ("sink", (line(1), Left(3, 3.0, ("#a",), "zed", "server shutting down"))),
         ])
 
     def test_failing_sink(self):

@@ -255,8 +255,9 @@ class _StoreHarness(SynchronousTestCase):
         return self.pools[-1]
 
     def turn(self):
-        """End the reactor turn: run what was scheduled with callLater(0)."""
-        self.clock.advance(0)
+        """Let the next write come: the end of the turn, or WRITE_INTERVAL after the last
+        write started (the clock stands still otherwise)."""
+        self.clock.advance(history.WRITE_INTERVAL)
 
 
 class PrepareTests(SynchronousTestCase):
@@ -486,6 +487,37 @@ class WriteTests(_StoreHarness):
         self.assertEqual(ids(self.path), list(range(1, 501)))
         # One chunk per room, cut at CHUNK_EVENTS.
         self.assertEqual(rows(self.path), [("#lobby", 1, 256, 256), ("#lobby", 257, 500, 244)])
+
+    def test_writes_are_write_interval_apart_under_load(self):
+        """After a quiet spell a record is written at the end of its turn; while records keep
+        coming, writes start at most once per WRITE_INTERVAL, each taking all that came."""
+        store = self.make_store()
+        self.clock.advance(10)  # quiet since the probe at start
+        before = self.pool.writes()
+        store.record(said(1))
+        self.clock.advance(0)
+        self.assertEqual(self.pool.writes(), before + 1)
+        self.clock.advance(history.WRITE_INTERVAL / 5)
+        store.record(said(2))
+        self.clock.advance(0)
+        store.record(said(3))
+        self.clock.advance(history.WRITE_INTERVAL / 2)
+        self.assertEqual(self.pool.writes(), before + 1)
+        self.clock.advance(history.WRITE_INTERVAL)
+        self.assertEqual(self.pool.writes(), before + 2)
+        self.assertEqual(ids(self.path), [1, 2, 3])
+
+    def test_record_turn_takes_a_turn_at_once(self):
+        """The hub hands a turn over in one call; the buffer bound still drops the oldest."""
+        store = self.make_store(max_buffered=3)
+        self.pool.hold = True
+        with capturedLogs() as logs:
+            store.record_turn(tuple(said(i) for i in range(1, 6)))
+        self.assertEqual([e.get("lost") for e in logs if "lost" in e], [2])
+        self.pool.hold = False
+        self.pool.release()
+        self.turn()
+        self.assertEqual(ids(self.path), [3, 4, 5])
 
     def test_one_transaction_in_flight(self):
         store = self.make_store()

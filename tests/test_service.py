@@ -402,8 +402,8 @@ class KeepingStore:
     def __init__(self):
         self.recorded = []
 
-    def record(self, event):
-        self.recorded.append(event)
+    def record_turn(self, events):
+        self.recorded.extend(events)
 
     def recent(self, room, limit, before):
         return defer.succeed([])

@@ -990,8 +990,8 @@ class MemoryHistory:
     def __init__(self):
         self.recorded = []
 
-    def record(self, event):
-        self.recorded.append(event)
+    def record_turn(self, events):
+        self.recorded.extend(events)
 
     def recent(self, room, limit, before):
         lines = [event for event in self.recorded

@@ -588,8 +588,8 @@ class JournalStore:
         self._journal.append(f"history stops; leaves recorded: {left}")
         return defer.succeed(None)
 
-    def record(self, event):
-        self.recorded.append(event)
+    def record_turn(self, events):
+        self.recorded.extend(events)
 
     def recent(self, room, limit, before):
         self.asked.append((room, limit, before))

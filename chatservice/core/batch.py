@@ -269,9 +269,10 @@ class Turn:
         self._reset()
         if events:
             self._hand_out(events, runs, excluded, only, windows, gone)
-        for event in stored:
+        if stored:
+            stored = tuple(stored)
             for sink in self.sinks:
-                self._record(sink, event)
+                self._record(sink, stored)
         for call in after:
             try:
                 call()
@@ -411,17 +412,15 @@ class Turn:
             return False
         return True
 
-    def _record(self, sink, event) -> None:
-        # Called for every stored event: a plain call, and a Deferred only when the sink
-        # answers with one (maybeDeferred per event cost the history-on ratio dearly).
+    def _record(self, sink, events: tuple) -> None:
         try:
-            result = sink.record(event)
+            result = sink.record_turn(events)
         except Exception:
-            self.log.failure("Sink {sink!r} lost {event!r}", sink=sink, event=event)
+            self.log.failure("Sink {sink!r} lost {count} events", sink=sink, count=len(events))
             return
         if isinstance(result, defer.Deferred):
             result.addErrback(
                 lambda failure: self.log.failure(
-                    "Sink {sink!r} lost {event!r}", failure, sink=sink, event=event
+                    "Sink {sink!r} lost {count} events", failure, sink=sink, count=len(events)
                 )
             )

@@ -67,10 +67,13 @@ class IParticipant(Interface):
 class IEventSink(Interface):
     """Something that consumes every stored event: history, bridge, metrics."""
 
-    def record(event):
+    def record_turn(events):
         """
-        Take one event of L{chatservice.core.events.STORED_EVENTS}, after the
-        members have been handed it (at the end of the turn), in id order.
+        Take one turn's events of L{chatservice.core.events.STORED_EVENTS}
+        (a non-empty tuple, in id order), after the members have been handed
+        them, at the end of the turn.  One call a turn, not one an event: a
+        busy turn holds thousands, and a call per event cost the fan-out a
+        tenth of its rate.
 
         Never blocks.  May return a Deferred; the hub logs its failure and goes on.
         """
