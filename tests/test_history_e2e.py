@@ -103,8 +103,10 @@ class BadHistoryFileTests(_TwistdHarness):
         return self.assert_refused("is corrupt")
 
     def test_a_database_with_garbled_pages(self):
+        from chatservice.backends.history import PAGE_SIZE
+
         data = bytearray(self.history_with_rows())
-        data[5 * 4096 : 5 * 4096 + 2000] = b"Z" * 2000
+        data[3 * PAGE_SIZE : 3 * PAGE_SIZE + 2000] = b"Z" * 2000  # a page of chunks, header on
         with open(self.path, "wb") as f:
             f.write(bytes(data))
         return self.assert_refused("is corrupt")

@@ -356,7 +356,7 @@ class PrepareTests(SynchronousTestCase):
     def test_damaged_page_refused(self):
         self.fill()
         with open(self.path, "r+b") as handle:
-            handle.seek(4096 * 5)
+            handle.seek(history.PAGE_SIZE * 3)  # the header of a page of chunks
             handle.write(b"\xff" * 300)
         self.assertRefusedUntouched("corrupt")
         self.assertEqual(os.listdir(self.dir), ["history.sqlite3"])
@@ -380,6 +380,12 @@ class PrepareTests(SynchronousTestCase):
             HistoryFileError, prepare, os.path.join(self.dir, "nowhere", "h.sqlite3")
         )
         self.assertIn("cannot be created", str(error))
+
+    def test_new_file_has_large_pages(self):
+        """A new history uses PAGE_SIZE pages, so a chunk row fits in one page."""
+        prepare(self.path)
+        self.assertEqual(rows(self.path, "PRAGMA page_size"), [(history.PAGE_SIZE,)])
+        self.assertEqual(history.PAGE_SIZE, 32768)
 
     def test_migration_from_version_0(self):
         """A file marked version 0 (the mark and nothing else) gets every migration."""
@@ -480,8 +486,7 @@ class WriteTests(_StoreHarness):
 
     def test_one_transaction_per_turn(self):
         store = self.make_store()
-        for i in range(1, 501):
-            store.record(said(i))
+        store.record_turn(tuple(said(i) for i in range(1, 501)))
         self.turn()
         self.assertEqual(self.pool.writes(), 1)
         self.assertEqual(ids(self.path), list(range(1, 501)))
@@ -507,25 +512,31 @@ class WriteTests(_StoreHarness):
         self.assertEqual(self.pool.writes(), before + 2)
         self.assertEqual(ids(self.path), [1, 2, 3])
 
-    def test_record_turn_takes_a_turn_at_once(self):
-        """The hub hands a turn over in one call; the buffer bound still drops the oldest."""
+    def test_record_turn_packs_a_turn_at_once(self):
+        """The hub hands a turn over in one call, packed at once into a row per room; past
+        the buffer bound the oldest turns' rows go (never the newest), counted as lost."""
         store = self.make_store(max_buffered=3)
         self.pool.hold = True
+        store.record(said(1))
+        self.turn()  # 1 in flight, held
         with capturedLogs() as logs:
-            store.record_turn(tuple(said(i) for i in range(1, 6)))
-        self.assertEqual([e.get("lost") for e in logs if "lost" in e], [2])
-        self.pool.hold = False
-        self.pool.release()
-        self.turn()
-        self.assertEqual(ids(self.path), [3, 4, 5])
+            for turn in range(3):
+                store.record_turn((said(2 + 2 * turn), said(3 + 2 * turn)))
+        self.assertEqual([e.get("lost") for e in logs if "lost" in e], [2])  # logged once
+        with capturedLogs() as logs:
+            self.pool.hold = False
+            self.pool.release()
+            self.turn()
+        self.assertEqual([e.get("lost") for e in logs if "lost" in e], [4])  # the recovery
+        self.assertEqual(ids(self.path), [1, 6, 7])
+        self.assertEqual(rows(self.path), [("#lobby", 1, 1, 1), ("#lobby", 6, 7, 2)])
 
     def test_one_transaction_in_flight(self):
         store = self.make_store()
         self.pool.hold = True
         store.record(said(1))
         self.turn()
-        store.record(said(2))
-        store.record(said(3))
+        store.record_turn((said(2), said(3)))
         self.turn()
         self.turn()
         self.assertEqual(self.pool.writes(), 1)  # 2 and 3 wait for the first
@@ -540,7 +551,7 @@ class WriteTests(_StoreHarness):
 
     def test_every_kind_stored_renames_and_quits_per_room(self):
         store = self.make_store()
-        for event in (
+        store.record_turn((
             Joined(1, T0, "#Dev", "alice", "tcp"),
             Said(2, T0, "#Dev", "alice", "hi"),
             Emote(3, T0, "#Dev", "alice", "waves"),
@@ -548,9 +559,8 @@ class WriteTests(_StoreHarness):
             Parted(5, T0, "#Dev", "alice", "lunch"),
             Renamed(6, T0, ("#lobby", "#Dev"), "alice", "alicia"),
             Left(7, T0, ("#lobby", "#Ops"), "alicia", "bye"),
-            Private(8, T0, "alicia", "bob", "secret"),
-        ):
-            store.record(event)
+            Private(8, T0, "alicia", "bob", "secret"),  # never handed over; not stored anyway
+        ))
         self.turn()
         self.assertEqual(
             stored_events(self.path),
@@ -571,12 +581,11 @@ class WriteTests(_StoreHarness):
         )
         self.assertNotIn("secret", repr(rows(self.path, "SELECT * FROM chunks")))
 
-    def test_one_row_per_room_per_write(self):
-        """A batch with lines in two rooms is two rows, each with its room's lines in order."""
+    def test_one_row_per_room_per_turn(self):
+        """A turn with lines in two rooms is two rows, each with its room's lines in order."""
         store = self.make_store()
-        for i in range(1, 7):
-            store.record(said(i, room="#Dev" if i % 3 else "#lobby"))
-        store.record(Joined(7, T0, "#dev", "bob", "udp"))
+        store.record_turn(tuple(said(i, room="#Dev" if i % 3 else "#lobby") for i in range(1, 7))
+                          + (Joined(7, T0, "#dev", "bob", "udp"),))
         self.turn()
         self.assertEqual(self.pool.writes(), 1)
         self.assertEqual(rows(self.path), [("#dev", 1, 7, 4), ("#lobby", 3, 6, 2)])
@@ -695,10 +704,11 @@ class RecentTests(_StoreHarness):
             store.record(Joined(next_id, T0, "#lobby", f"u{turn}", "tcp"))
             next_id += 1
             self.turn()
+            lines = []
             for _ in range(3):
-                store.record(said(next_id))
-                store.record(said(next_id + 1, room="#other"))
+                lines += [said(next_id), said(next_id + 1, room="#other")]
                 next_id += 2
+            store.record_turn(tuple(lines))
             self.turn()
         self.assertEqual(len(rows(self.path)), 15)  # per turn: a join chunk, two line chunks
         lobby = [
@@ -712,11 +722,9 @@ class RecentTests(_StoreHarness):
 
     def test_before_in_the_middle_of_a_chunk(self):
         store = self.make_store()
-        for i in range(1, 11):
-            store.record(said(i))
+        store.record_turn(tuple(said(i) for i in range(1, 11)))
         self.turn()
-        for i in range(11, 21):
-            store.record(said(i))
+        store.record_turn(tuple(said(i) for i in range(11, 21)))
         self.turn()
         self.assertEqual(rows(self.path), [("#lobby", 1, 10, 10), ("#lobby", 11, 20, 10)])
         for before, expected in ((15, [11, 12, 13, 14]), (13, [9, 10, 11, 12]), (3, [1, 2])):
@@ -862,9 +870,8 @@ class PruneTests(_StoreHarness):
     def test_a_chunk_goes_with_its_newest_event(self):
         """A chunk spans one turn: it stays while its newest event is kept."""
         store = self.make_store(retention_days=30)
-        store.record(said(1, time=T0 - 31 * DAY))
-        store.record(said(2, time=T0 - 29 * DAY))
-        store.record(said(3, room="#dev", time=T0 - 31 * DAY))
+        store.record_turn((said(1, time=T0 - 31 * DAY), said(2, time=T0 - 29 * DAY),
+                           said(3, room="#dev", time=T0 - 31 * DAY)))
         self.turn()
         self.assertEqual(self.successResultOf(store.prune(T0)), 1)
         self.assertEqual(ids(self.path), [1, 2])

@@ -78,6 +78,12 @@ is not written yet, so nobody sees the difference."""
 STOP_GRACE = 30.0
 """Seconds L{SQLiteHistory.stop} waits for the last writes before giving up."""
 
+PAGE_SIZE = 32768
+"""SQLite page size of a new history file.  A chunk row (a few hundred events,
+10 to 20 KiB) fits in one 32 KiB page, where SQLite's default of 4 KiB spread
+it over overflow pages: the writes cost half as much CPU (measured 0.22 ->
+0.10 us per event for insert and commit), and the replay reads fewer pages."""
+
 SCHEMA_TABLE = "chatroom_schema"
 """The table that marks a file as a chatroom history and holds its version."""
 
@@ -256,6 +262,9 @@ def _open_and_migrate(path: str, create: bool) -> int:
         connection = sqlite3.connect(
             _uri(path, "mode=rwc" if create else "mode=rw"), uri=True, isolation_level=None
         )
+        if create:
+            # Before anything is written: a page size can only be chosen for an empty file.
+            connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("BEGIN IMMEDIATE")
         tables = {
@@ -326,12 +335,14 @@ _EVENT_KINDS = {
 
 def _chunk_rows(events) -> list[tuple]:
     """
-    The rows of one write: for each room, in the order rooms first appear in
-    C{events}, its events in order, in chunks of at most L{CHUNK_EVENTS}.
+    The rows of one turn's records (or one tool's write): for each room, in
+    the order rooms first appear in C{events}, its events in order, in chunks
+    of at most L{CHUNK_EVENTS}.
 
-    Runs in the pool's thread, so the reactor only ever appends to a buffer.
-    The events are grouped first and each chunk packed in one pass; a chunk of
-    public lines alone (nearly all of them) takes the short path.
+    Runs on the reactor thread as each turn is recorded (the events die with
+    their turn), or in a tool.  The events are grouped first and each chunk
+    packed in one pass; a chunk of public lines alone (nearly all of them)
+    takes the short path.
     """
     keys: dict[str, str] = {}  # display name -> folded key: fold() once per name
     groups: dict[str, list] = {}
@@ -431,6 +442,11 @@ def _fields(event, key: str) -> tuple:
     if kind is Renamed:
         return (event.id, "renamed", room, event.old, event.new)
     return (event.id, "left", room, event.nick, event.reason)
+
+
+def _records(rows) -> int:
+    """How many records C{rows} (chunks) hold: a time each."""
+    return sum(len(row[6]) for row in rows) // 8
 
 
 def _times(blob: bytes) -> tuple:
@@ -600,8 +616,14 @@ class SQLiteHistory:
         self._pool_factory = pool_factory
         self._max_buffered = max_buffered
         self._pool = None
-        self._buffer: deque = deque()  # recorded, not yet handed to the pool
-        self._in_flight: tuple | None = None  # the transaction being written
+        # Packed rows (chunks), recorded and not yet handed to the pool, and how many
+        # records they hold.  Packed at once: the event objects die with their turn
+        # instead of piling up for 50 ms (at a busy server's rate that working set
+        # cost the fan-out more than the packing itself), and the pool's thread runs
+        # SQLite alone, which releases the GIL.
+        self._buffer: deque = deque()
+        self._buffered = 0
+        self._in_flight: tuple | None = None  # the rows being written
         self._scheduled = None  # the IDelayedCall of the next write
         self._last_write = None  # when the last write started (clock seconds)
         self._busy = 0  # interactions started and not finished, writes included
@@ -670,7 +692,7 @@ class SQLiteHistory:
         return waiter
 
     def _stop_timed_out(self, result, timeout):
-        waiting = len(self._buffer) + len(self._in_flight or ())
+        waiting = self._buffered + _records(self._in_flight or ())
         self.log.warn(
             "History store: gave up after {timeout}s waiting for {waiting} records to be written",
             timeout=timeout,
@@ -682,8 +704,9 @@ class SQLiteHistory:
         if self._pool is None:
             self._closed = True
             if self._buffer:
-                self._lose(len(self._buffer), "never started", "stopped before it was started")
+                self._lose(self._buffered, "never started", "stopped before it was started")
                 self._buffer.clear()
+                self._buffered = 0
             return None
         if idle is False:
             # A write still runs in the pool's thread: closing the pool now
@@ -717,12 +740,15 @@ class SQLiteHistory:
             self._lose(len(events), "stopped", "records arrived after the store was stopped")
             return
         buffer = self._buffer
-        buffer.extend(events)
-        over = len(buffer) - self._max_buffered
-        if over > 0:
-            for _ in range(over):
-                buffer.popleft()
-            self._lose(over, "buffer full", f"more than {self._max_buffered} records waiting")
+        buffer.extend(_chunk_rows(events))
+        self._buffered += len(events)
+        if self._buffered > self._max_buffered:
+            lost = 0
+            while self._buffered - lost > self._max_buffered and len(buffer) > 1:
+                lost += _records((buffer.popleft(),))
+            self._buffered -= lost
+            if lost:
+                self._lose(lost, "buffer full", f"more than {self._max_buffered} records waiting")
         if self._scheduled is None and self._in_flight is None:  # else a write will follow
             self._schedule()
 
@@ -754,6 +780,7 @@ class SQLiteHistory:
             return
         batch = tuple(self._buffer)
         self._buffer.clear()
+        self._buffered = 0
         self._in_flight = batch
         self._last_write = self._clock.seconds()
         d = self._run(self._insert, batch, whole_connection=True)
@@ -771,7 +798,7 @@ class SQLiteHistory:
         connection.execute("PRAGMA synchronous=NORMAL")
         self._file = _file_identity(self.path)
 
-    def _insert(self, connection, events) -> bool:
+    def _insert(self, connection, rows) -> bool:
         """
         Write one batch.  An SQLite connection whose file was removed (or
         replaced) goes on writing into the unlinked file without an error, so
@@ -790,7 +817,7 @@ class SQLiteHistory:
             connection.reconnect()
         cursor = connection.cursor()
         try:
-            cursor.executemany(_INSERT, _chunk_rows(events))
+            cursor.executemany(_INSERT, rows)
         finally:
             cursor.close()
         connection.commit()
@@ -806,7 +833,7 @@ class SQLiteHistory:
         self._recovered()
 
     def _write_failed(self, failure, batch) -> None:
-        self._lose(len(batch), "write failed", failure.getErrorMessage())
+        self._lose(_records(batch), "write failed", failure.getErrorMessage())
 
     def _written(self, _) -> None:
         self._in_flight = None
@@ -875,12 +902,9 @@ class SQLiteHistory:
         # interaction at a time in order, so whatever is not in C{events} is
         # still in the buffer or in flight now; ids remove any overlap.
         seen = {event.id for event in events}
-        for event in self._pending():
-            if (
-                (type(event) is Said or type(event) is Emote)
-                and event.id < bound
-                and event.id not in seen
-                and fold(event.room) == key
+        for event in self._pending(key):
+            if (type(event) is Said or type(event) is Emote) and event.id < bound and (
+                event.id not in seen
             ):
                 events.append(event)
         events.sort(key=_event_id)
@@ -894,12 +918,19 @@ class SQLiteHistory:
         @return: a Deferred firing with an int (0 when empty).
         """
         d = self._run(_select_newest)
-        d.addCallback(lambda newest: max([newest, *(event.id for event in self._pending())]))
+        d.addCallback(lambda newest: max([newest, *(row[3] for row in self._pending_rows())]))
         return d
 
-    def _pending(self):
+    def _pending_rows(self):
         yield from self._in_flight or ()
         yield from self._buffer
+
+    def _pending(self, key: str):
+        """The records not written yet of the room C{key}, unpacked (a join's
+        replay needs them; rare next to writes)."""
+        for row in self._pending_rows():
+            if row[0] == key:
+                yield from _unpack(row[2], row[1], row[6], row[7])
 
     # -- retention
 
