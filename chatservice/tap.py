@@ -219,7 +219,7 @@ def makeService(options, reactor=None) -> ChatService:
     hub = Hub(reactor, limits, options["default-room"], history=store,
               replay=options["replay"], ids=ids)
     admission = Admission(limits.max_clients, limits.max_per_ip)
-    # One for the whole service: a reader behind on any transport holds back input on all.
+    # One for the whole service, shared by every stream front-end (IRC and WebSocket next).
     gate = InputGate(reactor)
     service = ChatService(
         hub, registry, admission, reactor, grace=limits.shutdown_grace,
@@ -232,7 +232,7 @@ def makeService(options, reactor=None) -> ChatService:
         factory = LineChatFactory(hub, registry, reactor, admission, limits, gate=gate)
         service.add_stream_listener(StreamListener(reactor, options["tcp"], factory))
     if options["udp"] is not None:
-        protocol = DatagramChat(hub, registry, reactor, admission, limits, gate=gate)
+        protocol = DatagramChat(hub, registry, reactor, admission, limits)
         service.add_datagram_listener(
             DatagramListener(
                 reactor, options["udp"], protocol, max_packet_size=protocol.max_datagram_read

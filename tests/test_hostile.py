@@ -48,8 +48,8 @@ comes from 127.0.0.1 and fewer than 30 are connected at once.
 The memory bound: an idle server is about 50 MB (history on, in a file of the
 test's own); this run peaks near 66 MB.  The non-readers hold at most 1 MiB of
 queued output each (plus 64 KiB in Twisted's buffer; the queued chunks are
-shared between users), the UDP user at most 4096 unacknowledged datagrams
-(4.9 MB), and a 50 MB line is discarded as it is read, a read (64 KiB) at a
+shared between users), the UDP user at most 1024 unacknowledged datagrams
+(1.2 MB), and a 50 MB line is discarded as it is read, a read (64 KiB) at a
 time.  The render caches (one per transport) are cleared at 8192 entries or
 4 MiB of text, whichever comes first.  150 MB leaves room for this run's
 allocator slack and still catches anything that buffers a 50 MB line or an

@@ -298,23 +298,6 @@ class RetransmitTests(ChannelTestMixin, SynchronousTestCase):
         self.assertEqual(self.sent(), [])
         self.assertEqual(self.reasons, [(0, "too slow to read")])
 
-    def test_backlog_is_reported_while_frames_wait_for_the_window(self):
-        """on_backlog(True) once a frame waits for the send window, False once all went out."""
-        calls = []
-        channel = self.channel(max_reorder=2, on_backlog=calls.append)
-        channel.send_line(b"a")
-        channel.send_line(b"b")
-        self.assertEqual(calls, [])
-        channel.send_line(b"c")
-        channel.send_line(b"d")
-        self.assertEqual(calls, [True])
-        channel.frame_received(AckFrame(1))  # "c" goes out; "d" still waits
-        self.assertEqual(calls, [True])
-        channel.frame_received(AckFrame(2))  # "d" goes out
-        self.assertEqual(calls, [True, False])
-        channel.frame_received(AckFrame(4))
-        self.assertEqual(calls, [True, False])
-
     def test_acked_window_makes_room(self):
         channel = self.channel(max_unacked=2)
         channel.send_line(b"a")

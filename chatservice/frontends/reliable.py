@@ -287,7 +287,6 @@ class ReliableChannel:
         first_send_seq: int = 1,
         first_receive_seq: int = 1,
         peer: object = None,
-        on_backlog: Optional[Callable[[bool], object]] = None,
     ) -> None:
         """
         @param clock: Time and timers for retransmission.
@@ -302,9 +301,6 @@ class ReliableChannel:
         @param first_receive_seq: The seq we expect the peer's first line to have (likewise).
         @param peer: Names the peer in this channel's log events (the UDP server passes the
             address), so a log line about a peer says which one.
-        @param on_backlog: Called with True when numbered frames start waiting for the send
-            window (output is queued, as a TCP transport's buffer being full), and with False
-            once every one of them has been sent; the server holds input back meanwhile.
         @raise ValueError: For an option out of range.
         """
         if not 0 < min_rto <= max_rto:
@@ -345,8 +341,6 @@ class ReliableChannel:
         self._partial_size = 0
         self._discarding = False
         self._closed = False
-        self._on_backlog = on_backlog
-        self._backlogged = False
 
         self.sent = 0
         self.retransmitted = 0
@@ -393,16 +387,6 @@ class ReliableChannel:
             self._unacked[self._next_seq] = _Outgoing(datagram)
             self._next_seq += 1
         self._send_window()
-        self._check_backlog()
-
-    def _check_backlog(self) -> None:
-        """Tell C{on_backlog} when frames start or stop waiting for the send window."""
-        if self._on_backlog is None:
-            return
-        backlogged = self._next_unsent < self._next_seq and not self._closed
-        if backlogged != self._backlogged:
-            self._backlogged = backlogged
-            self._on_backlog(backlogged)
 
     def _send_window(self) -> None:
         """First transmission of every numbered frame that now fits in the send window."""
@@ -495,12 +479,10 @@ class ReliableChannel:
         if not unacked:
             self._cancel_timer()
             self._fire_waiters()
-            self._check_backlog()
             return
         self._resend_overtaken(highest, newest_acked)
         if not self._closed:
             self._send_window()
-        self._check_backlog()
 
     def _resend_overtaken(self, highest: int, newest_acked: float) -> None:
         """

@@ -39,7 +39,6 @@ from chatservice.core.errors import ChatError
 from chatservice.core.events import Notice, Refusal
 from chatservice.core.interfaces import IParticipant
 from chatservice.core.limits import Limits
-from chatservice.frontends.backpressure import InputGate
 from chatservice.frontends.reliable import (
     AckFrame,
     ControlFrame,
@@ -62,11 +61,6 @@ SESSION_SECRET_BYTES = 8
 SESSION_PREFIX_LEN = 2 * SESSION_SECRET_BYTES + 1
 #: Stands in for a numbered line that was too long, so its refusal keeps its place.
 TOO_LONG = b"\x00too long"
-#: Lines a peer may have unacknowledged (sent or waiting for the window of 256) before it is
-#: too slow to read.  Once lines wait for the window the input gate holds senders back, and
-#: one reactor turn adds at most its budget (about 3,300 of the shortest lines), so a reader
-#: at a normal pace is never dropped because the server produced a burst.
-MAX_UNACKED = 4096
 #: The session takes JOIN's nick as this command, so a nick such as C{/help} is refused as a
 #: nick rather than run as a command (JOIN names a nick, never a command).
 _JOIN_AS = "/nick "
@@ -93,8 +87,6 @@ class UdpPeer:
         self.address = address
         #: Where the user connects from, for logs: C{"host:port"}.
         self.peer = f"{address[0]}:{address[1]}"
-        #: Names this peer in the input gate's logs.
-        self.name = f"UDP peer {self.peer}"
         self.last_heard = chat.clock.seconds()
         self.session_secret = secrets.token_hex(SESSION_SECRET_BYTES).encode("ascii")
         self.channel = ReliableChannel(
@@ -105,9 +97,7 @@ class UdpPeer:
             # The secret, its space and the newline go around each frame: the whole fits.
             max_payload=MAX_DATAGRAM - SESSION_PREFIX_LEN - 1,
             max_line=MAX_DATAGRAM,
-            max_unacked=MAX_UNACKED,
             peer=address,
-            on_backlog=self._backlog,
         )
         self.session = Session(self, chat.hub, chat.registry, chat.clock, chat.limits)
         self._announced = False
@@ -270,13 +260,6 @@ class UdpPeer:
         self.send_in_session(b"BYE")
         self._gone_with("quit")
 
-    def _backlog(self, waiting: bool) -> None:
-        """Lines wait for the send window (or no longer): hold input back meanwhile."""
-        if waiting:
-            self._chat.gate.behind(self)
-        else:
-            self._chat.gate.caught_up(self)
-
     def _gave_up(self, reason: str) -> None:
         """
         The channel gave up on the client: hang up, and end the session.
@@ -315,7 +298,6 @@ class UdpPeer:
             return
         self._gone = True
         self.channel.close()
-        self._chat.gate.caught_up(self)
         self._chat.forget(self)
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
@@ -331,12 +313,10 @@ class DatagramChat(DatagramProtocol):
     max_datagram_read = 65535
 
     def __init__(self, hub, registry, clock, admission, limits: Limits = Limits(),
-                 secret: bytes | None = None, gate: InputGate | None = None) -> None:
+                 secret: bytes | None = None) -> None:
         """
         @param secret: The key for address tokens (random if None); session secrets are
             always random.
-        @param gate: The service's L{InputGate}: a peer whose lines wait for its send window
-            holds the stream front-ends' input back (a gate of its own if None).
         """
         self.hub = hub
         self.registry = registry
@@ -344,7 +324,6 @@ class DatagramChat(DatagramProtocol):
         self.admission = admission
         self.limits = limits
         self._secret = secret if secret is not None else os.urandom(32)
-        self.gate = gate if gate is not None else InputGate(clock)
         self._peers: dict[tuple, UdpPeer] = {}
         #: Shared by every peer: an event is encoded once for all of them.
         self.render = RenderCache(line_end=b"")
