@@ -1,27 +1,26 @@
 """
-Back-pressure: when output is behind, the server stops reading senders instead of dropping
-readers who read at a normal pace.
+Back-pressure: a reactor turn reads no more than the next one can write, so the server slows
+senders down instead of dropping readers who read at a normal pace.
 
-L{InputGate} alone on a C{task.Clock}; then L{LineChatProtocol} on C{StringTransport}s, with
-the transport's pause of a reader's L{SendQueue} played by hand; then the real service on
-loopback sockets, where five senders paste far more than one turn can write and every reader
-gets every line, in order.  (In one process the readers keep up with the server, so that last
-test also passes without the gate; the drop it prevents shows with a separate load generator:
-the benchmark's step at twice the saturation rate.)
+L{InputGate} alone on a clock whose turns run as a reactor's do; then L{LineChatProtocol} on
+C{StringTransport}s; then the real service on loopback sockets, where five senders paste far
+more than one turn can write and every reader gets every line, in order.  (In one process the
+readers keep up with the server, so that last test also passes without the gate; the drop it
+prevents shows with a separate load generator: the benchmark's step at twice the saturation
+rate.)
 """
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatservice.core.flood import FloodPolicy
 from chatservice.core.hub import Hub
 from chatservice.core.limits import Admission, Limits
 from chatservice.core.nicks import NickRegistry
-from chatservice.frontends.backpressure import LINE_COST, READER_WAIT, TURN_BUDGET, InputGate, cost
+from chatservice.frontends.backpressure import LINE_COST, TURN_BUDGET, InputGate, cost
 from chatservice.frontends.line import LineChatFactory
 from tests import support
 
@@ -53,19 +52,13 @@ class Source:
         self.gate.spend(self.lines)
 
 
-class Queue:
-    """Stands for a L{SendQueue} in the gate's eyes."""
-
-    name = "127.0.0.1:5000"
-
-
 class InputGateTests(SynchronousTestCase):
     def setUp(self):
         self.clock = TurnClock()
-        self.gate = InputGate(self.clock, budget=10, reader_wait=2.0)
+        self.gate = InputGate(self.clock, budget=10)
 
     def test_defaults(self):
-        self.assertEqual((TURN_BUDGET, LINE_COST, READER_WAIT), (128 * 1024, 40, 1.0))
+        self.assertEqual((TURN_BUDGET, LINE_COST), (128 * 1024, 40))
         self.assertEqual(cost(b"hello"), 45)
 
     def test_a_full_turn_closes_it_until_the_next_turn(self):
@@ -93,45 +86,6 @@ class InputGateTests(SynchronousTestCase):
         self.clock.turn()
         self.assertEqual([s.opened for s in sources], [["a"], ["b"], ["c"]])
 
-    def test_a_reader_behind_closes_it_until_it_catches_up(self):
-        queue, source = Queue(), Source(self.gate, "a")
-        self.gate.behind(queue)
-        self.assertTrue(self.gate.closed)
-        self.gate.hold(source)
-        self.clock.advance(1)
-        self.assertEqual(source.opened, [])
-        self.gate.caught_up(queue)
-        self.assertEqual(source.opened, [])  # not from inside the caller: next turn
-        self.clock.advance(0)
-        self.assertEqual(source.opened, ["a"])
-        self.assertFalse(self.gate.closed)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-
-    def test_a_stalled_reader_is_waited_for_reader_wait_seconds(self):
-        queue, source = Queue(), Source(self.gate, "a")
-        self.gate.behind(queue)
-        self.gate.hold(source)
-        with capturedLogs() as logs:
-            self.clock.advance(1.9)
-            self.assertTrue(self.gate.closed)
-            self.clock.advance(0.1)
-            self.assertFalse(self.gate.closed)
-            self.clock.advance(0)
-        self.assertEqual(source.opened, ["a"])
-        [event] = logs
-        self.assertEqual((event["log_level"].name, event["who"]), ("warn", queue.name))
-
-    def test_progress_restarts_the_wait(self):
-        """Behind again after draining is progress: another full wait."""
-        queue = Queue()
-        self.gate.behind(queue)
-        self.clock.advance(1.5)
-        self.gate.behind(queue)
-        self.clock.advance(1.5)
-        self.assertTrue(self.gate.closed)
-        self.clock.advance(0.5)
-        self.assertFalse(self.gate.closed)
-
     def test_forgotten_inputs_are_not_resumed(self):
         source = Source(self.gate, "a")
         self.gate.spend(10)
@@ -141,7 +95,6 @@ class InputGateTests(SynchronousTestCase):
         self.assertEqual(source.opened, [])
 
     def test_stop_cancels_every_timer(self):
-        self.gate.behind(Queue())
         self.gate.spend(10)
         self.gate.hold(Source(self.gate, "a"))
         self.gate.stop()
@@ -195,25 +148,14 @@ class LineProtocolTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_a_reader_behind_holds_every_sender_until_it_caught_up(self):
+    def test_a_closed_connection_leaves_nothing_held(self):
         alice, alice_out = self.connect("alice")
-        bob, bob_out = self.connect("bob")
-        carol, carol_out = self.connect("carol")
-        alice_out.clear()
-        bob_out.clear()
-        carol_out.producer.pauseProducing()  # carol's transport is full
+        self.gate.spend(self.gate.left())
         alice.dataReceived(b"hi\n")
-        bob.dataReceived(b"hello\n")
+        alice.connectionLost(None)
         self.clock.advance(0)
-        self.assertEqual((alice_out.producerState, bob_out.producerState),
-                         ("paused", "paused"))
-        self.assertEqual(carol_out.value(), b"")
-        carol_out.producer.resumeProducing()  # drained
-        self.clock.advance(0)
-        self.clock.advance(0)
-        self.assertEqual(self.lines(carol_out), ["alice: hi", "bob: hello"])
-        self.assertEqual((alice_out.producerState, bob_out.producerState),
-                         ("producing", "producing"))
+        self.assertFalse(self.gate.closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_flood_pause_and_gate_together(self):
         """Reading resumes only once neither the session nor the gate holds input."""
@@ -225,19 +167,6 @@ class LineProtocolTests(SynchronousTestCase):
         self.assertEqual(alice_out.producerState, "paused")  # the gate still holds it
         self.clock.advance(0)
         self.assertEqual(alice_out.producerState, "producing")
-
-    def test_a_closed_connection_leaves_nothing_held(self):
-        alice, alice_out = self.connect("alice")
-        bob, bob_out = self.connect("bob")
-        bob_out.producer.pauseProducing()
-        alice.dataReceived(b"hi\n")
-        self.assertTrue(self.gate.closed)
-        bob.connectionLost(None)
-        alice.connectionLost(None)
-        self.clock.advance(0)
-        self.assertFalse(self.gate.closed)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-
 
 class OverloadTests(TestCase):
     """Real sockets: pastes far bigger than one turn can write reach every reader whole."""

@@ -13,12 +13,14 @@ Input goes through three steps, each cheap when it has nothing to do:
     between reads never exceeds C{--max-line} bytes.
  3. hand-over: each line, its backspaces and DELs applied, goes to the
     session, unless the session has paused input (L{pause_input}) or the
-    service's L{InputGate} is closed (output is behind); then the lines wait
-    here, in order, and the socket is not read until both allow it again.
+    service's L{InputGate} is closed (this turn read all it may); then the
+    lines wait here, in order, and the socket is not read until both allow it
+    again.
 """
 
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -29,7 +31,7 @@ from chatservice.core.interfaces import IParticipant
 from chatservice.core.limits import Limits
 from chatservice.core.render import RenderCache, as_bytes
 from chatservice.core.session import Session
-from chatservice.frontends.backpressure import LINE_COST, InputGate, SendQueue
+from chatservice.frontends.backpressure import LINE_COST, InputGate
 from chatservice.frontends.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
 
 #: Seconds a closing connection may take to flush its goodbye before it is cut.
@@ -37,6 +39,63 @@ CLOSE_GRACE = 10.0
 
 #: Stands in the queue of held input for a line that was too long (its bytes are gone).
 _TOO_LONG = object()
+
+
+@implementer(IPushProducer)
+class SendQueue:
+    """
+    A user's unsent output, bounded.
+
+    The transport pauses us when its own buffer is full (Twisted's
+    producer/consumer machinery); from then on output waits here, and once it
+    passes C{limit} bytes the user is too slow to read and C{overflow} is called.
+    Fast readers never wait on this.
+    """
+
+    def __init__(self, transport, limit: int, overflow) -> None:
+        self._transport = transport
+        self._limit = limit
+        self._overflow = overflow
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._paused = False
+        self._overflowed = False
+
+    @property
+    def size(self) -> int:
+        """Bytes waiting here (not counting the transport's own buffer)."""
+        return self._size
+
+    def write(self, data: bytes) -> None:
+        """Send C{data} now, or queue it while the transport is full."""
+        if not self._paused and not self._chunks:
+            self._transport.write(data)
+            return
+        if self._overflowed:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._limit and self._size > self._limit:
+            self._overflowed = True
+            self._chunks, self._size = [], 0
+            self._overflow()
+
+    def flush(self) -> None:
+        """Hand everything queued to the transport, paused or not (for closing)."""
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks, self._size = [], 0
+            self._transport.write(data)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self.flush()
+
+    def stopProducing(self) -> None:
+        self._chunks, self._size = [], 0
 
 
 @implementer(IParticipant)
@@ -72,7 +131,7 @@ class LineChatProtocol(Protocol):
         self._offset = 0
         self._discarding = False
         self._paused = False  # by the session (flood control)
-        self._gated = False  # held by the input gate (output is behind)
+        self._gated = False  # held by the input gate (this turn read all it may)
         self._reading = True  # whether the transport reads its socket
         self._handing_over = False
         self._closed: list[defer.Deferred] = []
@@ -88,8 +147,7 @@ class LineChatProtocol(Protocol):
         if set_no_delay is not None:
             set_no_delay(True)
         self._queue = SendQueue(
-            self.transport, self.factory.limits.max_backlog, self._too_slow,
-            self.factory.gate, self.peer,
+            self.transport, self.factory.limits.max_backlog, self._too_slow
         )
         self.transport.registerProducer(self._queue, True)
         self._session = self.factory.make_session(self)
@@ -241,7 +299,7 @@ class LineChatProtocol(Protocol):
                 gate.spend(budget - left)
 
     def _wait_for_gate(self) -> None:
-        """Output is behind: stop reading until the gate calls L{gate_opened}."""
+        """This turn read all it may: stop reading until the gate calls L{gate_opened}."""
         if not self._gated:
             self._gated = True
             self.factory.gate.hold(self)
@@ -335,7 +393,6 @@ class LineChatProtocol(Protocol):
             self._queue.write(as_bytes(Notice(reason)))
             self._queue.flush()
             self.transport.unregisterProducer()
-            self.factory.gate.caught_up(self._queue)  # no more output to wait for
             self.transport.loseConnection()
             # A peer that never reads would keep the connection half-closed forever.
             self._abort_call = self.factory.clock.callLater(
@@ -366,7 +423,6 @@ class LineChatProtocol(Protocol):
         self._pending.clear()
         self._offset = 0
         self.factory.gate.forget(self)
-        self.factory.gate.caught_up(self._queue)
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
@@ -414,7 +470,7 @@ class LineChatFactory(Factory):
         self.limits = limits
         #: Shared by every connection: an event is rendered once per way of seeing it.
         self.render = RenderCache()
-        #: Holds input back while output is behind; shared with the service's other
+        #: Holds input back once a turn read all it may; shared with the service's other
         #: stream front-ends.
         self.gate = gate if gate is not None else InputGate(clock)
 
