@@ -22,7 +22,7 @@ from __future__ import annotations
 
 TURN_BUDGET = 128 * 1024
 """Bytes of output one reactor turn may make for each reader, as estimated from
-the input handed to sessions (L{cost}); give or take one read.  Twisted writes
+the input handed to sessions (each line: its length plus L{LINE_COST}).  Twisted writes
 at most 128 KiB per connection per turn, so a turn within this budget can be
 written by the next one."""
 
@@ -31,11 +31,6 @@ LINE_COST = 40
 the line end it gains on the way out (a generous estimate).  It also keeps a
 flood of tiny lines within the budget: each is a line, and a UDP frame, for
 every reader."""
-
-
-def cost(line: bytes) -> int:
-    """What handing C{line} to a session spends of the turn's budget."""
-    return len(line) + LINE_COST
 
 
 class InputGate:
@@ -66,7 +61,7 @@ class InputGate:
         return self._budget - self._spent
 
     def spend(self, amount: int) -> None:
-        """C{amount} more of the budget was spent (L{cost} of the lines handed over)."""
+        """C{amount} more of the budget was spent by the lines handed over."""
         self._spent += amount
         if self._spent >= self._budget:
             self.closed = True
@@ -95,10 +90,3 @@ class InputGate:
             source = next(iter(self._held))
             del self._held[source]
             source.gate_opened()
-
-    def stop(self) -> None:
-        """Cancel the timer (the service is stopping)."""
-        if self._turn_end is not None and self._turn_end.active():
-            self._turn_end.cancel()
-        self._turn_end = None
-        self._update()
