@@ -49,3 +49,24 @@ def saturate(step, start: float, growth: float = 2.0, resolution: float = 1.15,
                 break
             rate = (best["rate"] * fail) ** 0.5
     return {"steps": steps, "best": best, "first_fail_rate": fail}
+
+
+def step_failures(*, short_in_grace: int, grace: float, short: int, short_by: int, over: int,
+                  over_by: int, order_errors: int, closed: int, closed_what: str,
+                  p99: float | None, max_p99: float, lag_s: float, duration: float) -> list[str]:
+    """Why a step failed, one phrase per reason (empty: it passed), worded alike for every
+    generator so the report reads the same for TCP and UDP."""
+    why = []
+    if short_in_grace:
+        why.append("%d receivers short %.2fs after the offer" % (short_in_grace, grace))
+    if short or over:
+        why.append("exact count: %d short by %d, %d over by %d" % (short, short_by, over, over_by))
+    if order_errors:
+        why.append("%d order/duplicate errors on sampled receivers" % order_errors)
+    if closed:
+        why.append("%d %s" % (closed, closed_what))
+    if p99 is None or p99 >= max_p99:
+        why.append("probe p99 %s ms" % (None if p99 is None else round(p99, 2)))
+    if lag_s > 0.1 * duration:
+        why.append("generator fell %.0f ms behind its schedule" % (1000 * lag_s))
+    return why

@@ -36,7 +36,7 @@ import struct
 import sys
 import time
 
-from bench.search import saturate
+from bench.search import saturate, step_failures
 from bench.servers import cpu_seconds, raise_nofile, rss_kb
 
 NL = b"\n"
@@ -577,20 +577,11 @@ class Generator:
         closed = sum(c.closed for c in self.conns) - closed0
         p99 = percentile(lat, 99)
         span = max(1e-6, last_at - t0)
-        why = []
-        if short_in_grace:
-            why.append("%d receivers short %.2fs after the offer" % (short_in_grace, grace))
-        if short_r or over_r:
-            why.append("exact count: %d short by %d, %d over by %d" % (short_r, short_by,
-                                                                        over_r, over_by))
-        if content_errors:
-            why.append("%d order/duplicate errors on sampled receivers" % content_errors)
-        if closed:
-            why.append("%d connections closed" % closed)
-        if p99 is None or p99 >= MAX_P99_MS:
-            why.append("probe p99 %s ms" % _r(p99))
-        if max_lag / max(rate, 1e-9) > 0.1 * duration:
-            why.append("generator fell %.0f ms behind its schedule" % (1000 * max_lag / rate))
+        why = step_failures(
+            short_in_grace=short_in_grace, grace=grace, short=short_r, short_by=short_by,
+            over=over_r, over_by=over_by, order_errors=content_errors, closed=closed,
+            closed_what="connections closed", p99=p99, max_p99=MAX_P99_MS,
+            lag_s=max_lag / max(rate, 1e-9), duration=duration)
         fan = expected / max(1, total)
         return {
             "shape": shape, "offered_msgs_per_s": round(rate, 1),

@@ -18,7 +18,7 @@ import sys
 import time
 
 from bench.udpgen import User, cpu_self, reactor  # installs the epoll reactor first
-from bench.search import saturate
+from bench.search import saturate, step_failures
 from bench.servers import cpu_seconds
 from bench.tcpgen import MAX_P99_MS, _r, log, percentile
 
@@ -132,20 +132,11 @@ class UdpShape:
         lat = [x for u in users for x in u.lat]
         p99 = percentile(lat, 99)
         closed = sum(u.gave_up for u in users) - gave0
-        why = []
-        if short_in_grace:
-            why.append("%d receivers short %.2fs after the offer" % (short_in_grace, grace))
-        if short or over:
-            why.append("exact count: %d short by %d, %d over by %d" % (
-                len(short), sum(short), len(over), sum(over)))
-        if bad:
-            why.append("%d order/duplicate errors" % bad)
-        if closed:
-            why.append("%d channels gave up" % closed)
-        if p99 is None or p99 >= MAX_P99_MS:
-            why.append("p99 %s ms" % _r(p99))
-        if max_lag / rate > 0.1 * duration:
-            why.append("generator fell %.0f ms behind its schedule" % (1000 * max_lag / rate))
+        why = step_failures(
+            short_in_grace=short_in_grace, grace=grace, short=len(short), short_by=sum(short),
+            over=len(over), over_by=sum(over), order_errors=bad, closed=closed,
+            closed_what="channels gave up", p99=p99, max_p99=MAX_P99_MS,
+            lag_s=max_lag / max(rate, 1e-9), duration=duration)
         span = max(1e-6, last - t0)
         delivered = sum(min(u.rx, u.exp) for u in users)
         return {

@@ -243,3 +243,22 @@ class FakeHistory:
 
     def newest_id(self):
         return defer.succeed(max((event.id for event in self.recorded), default=0))
+
+
+def line_user(factory, clock, nick: str, host: str = "127.0.0.1"):
+    """
+    A line-protocol user of C{factory} on a C{StringTransport}, joined as C{nick} (nc style),
+    its welcome cleared.
+
+    @return: C{(protocol, transport)}.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    proto = factory.buildProtocol(IPv4Address("TCP", host, 50000))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(nick.encode() + b"\n")
+    clock.advance(0)
+    transport.clear()
+    return proto, transport

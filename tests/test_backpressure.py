@@ -11,9 +11,7 @@ rate.)
 """
 
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatservice.core.flood import FloodPolicy
@@ -23,6 +21,7 @@ from chatservice.core.nicks import NickRegistry
 from chatservice.frontends.backpressure import LINE_COST, TURN_BUDGET, InputGate
 from chatservice.frontends.line import LineChatFactory
 from tests import support
+from tests.fakes import line_user
 
 
 class TurnClock(Clock):
@@ -106,13 +105,7 @@ class LineProtocolTests(SynchronousTestCase):
         )
 
     def connect(self, nick):
-        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        proto.dataReceived(nick.encode() + b"\n")
-        self.clock.advance(0)
-        transport.clear()
-        return proto, transport
+        return line_user(self.factory, self.clock, nick)
 
     def lines(self, transport):
         return transport.value().decode().split("\r\n")[:-1]

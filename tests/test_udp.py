@@ -4,7 +4,6 @@ import re
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,7 +21,7 @@ from chatservice.frontends.reliable import HEADER_ROOM, AckFrame, DataFrame, enc
 from chatservice.core.session import REGISTRY_TIMEOUT
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import MAX_DATAGRAM, DatagramChat
-from tests.fakes import DeferredRegistry, RecordingSink
+from tests.fakes import DeferredRegistry, RecordingSink, line_user
 
 ALICE = ("127.0.0.1", 40001)
 BOB = ("127.0.0.1", 40002)
@@ -143,13 +142,7 @@ class UdpTestMixin:
 
     def tcp_user(self, nick):
         factory = LineChatFactory(self.hub, self.registry, self.clock, self.admission, self.limits)
-        proto = factory.buildProtocol(type("Addr", (), {"host": "127.0.0.9"})())
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        proto.dataReceived(nick.encode() + b"\n")
-        self.clock.advance(0)
-        transport.clear()
-        return proto, transport
+        return line_user(factory, self.clock, nick, host="127.0.0.9")
 
 
 class ChallengeTests(UdpTestMixin, SynchronousTestCase):
