@@ -32,6 +32,7 @@ from chatservice.core.limits import Limits
 from chatservice.core.render import RenderCache, as_bytes
 from chatservice.core.session import Session
 from chatservice.frontends.backpressure import LINE_COST, InputGate
+from chatservice.frontends.directwrite import direct_writer
 from chatservice.frontends.telnet import BACKSPACE, DELETE, TelnetDecoder, erase
 
 #: Seconds a closing connection may take to flush its goodbye before it is cut.
@@ -49,11 +50,12 @@ class SendQueue:
     The transport pauses us when its own buffer is full (Twisted's
     producer/consumer machinery); from then on output waits here, and once it
     passes C{limit} bytes the user is too slow to read and C{overflow} is called.
-    Fast readers never wait on this.
+    Fast readers never wait on this, and their output goes to the socket at
+    once when nothing is queued (L{direct_writer}).
     """
 
     def __init__(self, transport, limit: int, overflow) -> None:
-        self._transport = transport
+        self._write = direct_writer(transport)
         self._limit = limit
         self._overflow = overflow
         self._chunks: list[bytes] = []
@@ -69,7 +71,7 @@ class SendQueue:
     def write(self, data: bytes) -> None:
         """Send C{data} now, or queue it while the transport is full."""
         if not self._paused and not self._chunks:
-            self._transport.write(data)
+            self._write(data)
             return
         if self._overflowed:
             return
@@ -85,7 +87,7 @@ class SendQueue:
         if self._chunks:
             data = b"".join(self._chunks)
             self._chunks, self._size = [], 0
-            self._transport.write(data)
+            self._write(data)
 
     def pauseProducing(self) -> None:
         self._paused = True
