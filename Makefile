@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # Debian programs that end-to-end tests drive as users do: the real telnet
-# client, in a terminal that tmux provides.
-TEST_PROGRAMS := telnet tmux
+# client, in a terminal that tmux provides; and gcc, which builds the
+# benchmark's load generator (bench/stepper.c) for its smoke run.
+TEST_PROGRAMS := telnet tmux gcc
 SOURCES := $(shell find chatservice twisted -name '*.py') setup.cfg pyproject.toml
 TCP ?= 12345
 UDP ?= 12346
@@ -46,13 +47,13 @@ test: $(TEST_STAMP) test-programs
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m twisted.trial tests
 
-bench: $(TEST_STAMP)
+bench: $(TEST_STAMP) test-programs
 	$(BIN)/python -m bench.run
 
-bench-quick: $(TEST_STAMP)
+bench-quick: $(TEST_STAMP) test-programs
 	$(BIN)/python -m bench.run --quick
 
-bench-smoke: $(TEST_STAMP)
+bench-smoke: $(TEST_STAMP) test-programs
 	$(BIN)/python -m bench.run --smoke
 
 clean:

@@ -36,6 +36,7 @@ import struct
 import sys
 import time
 
+from bench import stepper
 from bench.search import saturate, step_failures
 from bench.servers import cpu_seconds, raise_nofile, rss_kb
 
@@ -103,6 +104,16 @@ class Conn:
         self.lat: list = []
 
 
+class _StepUser:
+    """What the stepper needs of a user for one step."""
+
+    __slots__ = ("fd", "idx", "room", "seq", "sender", "sampled", "pre", "post")
+
+    def __init__(self, c: Conn, sender: bool) -> None:
+        self.fd, self.idx, self.room, self.seq = c.fd, c.idx, c.room, c.seq
+        self.sender, self.sampled, self.pre, self.post = int(sender), int(c.sampled), c.pre, c.post
+
+
 class Generator:
     """Holds every simulated user on one epoll and runs the scenarios against one server."""
 
@@ -127,6 +138,7 @@ class Generator:
         self.oper_cmd = ("OPER %s %s\r\n" % tuple(oper)).encode() if self.irc and oper else b""
         self.oper_mode = spec.get("oper_mode")
         self.default_room = spec.get("default_room", "#lobby")
+        self.stepper = spec.get("stepper") or stepper.build()
 
     # -- connecting and logging in ---------------------------------------------------------
 
@@ -470,65 +482,41 @@ class Generator:
         """
         sp = self.spec
         senders = self.senders(shape)
-        S = len(senders)
-        loud = shape == "loud"
         conns = self.live()
         talking = {c.idx for c in senders}
-        for c in conns:
-            c.rx = 0
-            if c.sampled:
-                c.nxt = {s.idx: s.seq for s in self.members[c.room]
-                         if s is not c and s.idx in talking}
-                c.bad, c.lat, c.tail = 0, [], b""
         start_seq = {c.idx: c.seq for c in senders}
         total = max(1, int(round(rate * duration)))
         probe_every = max(2, int(rate / sp.get("probe_rate", 200)))
         closed0 = sum(c.closed for c in self.conns)
-        max_pending = 0
-        max_lag = 0
-        tick = sp.get("tick_s", 0.001)  # rounds this far apart let reads gather (<= 1 ms latency)
         cpu0, scpu0 = cpu_self(), cpu_seconds(self.server_pid)
-        t0 = now()
-        next_round = t0
-        k = 0
-        while k < total:
-            t = now()
-            due = min(total, int(rate * (t - t0)) + 1)
-            if due > k:
-                if due - k > max_lag:
-                    max_lag = due - k
-                if loud:
-                    out: dict = {}
-                    for j in range(k, due):
-                        c = senders[j % S]
-                        text = (b"m%d.%d t%d" % (c.idx, c.seq, time.monotonic_ns())
-                                if j % probe_every == 0 else b"m%d.%d %s" % (c.idx, c.seq, PAD))
-                        c.seq += 1
-                        out.setdefault(c, []).append(c.pre + text + c.post)
-                    for c, lines in out.items():
-                        self._send(c, b"".join(lines))
-                else:
-                    for j in range(k, due):
-                        c = senders[j % S]
-                        if j % probe_every == 0:
-                            text = b"m%d.%d t%d" % (c.idx, c.seq, time.monotonic_ns())
-                        else:
-                            text = b"m%d.%d %s" % (c.idx, c.seq, PAD)
-                        c.seq += 1
-                        self._send(c, c.pre + text + c.post)
-                k = due
-            self.pump(0)
-            next_round += tick
-            wait = next_round - now()
-            if wait > 0:
-                time.sleep(wait)
-            else:
-                next_round = now()
-        t_stop = now()
-        for c in senders:
-            if len(c.pending) > max_pending:
-                max_pending = len(c.pending)
-        pending_at_stop = sum(len(c.pending) for c in senders)
+        # The step itself runs in C (bench/stepper.c) on these very sockets.
+        r = stepper.run(
+            self.stepper, conns=[_StepUser(c, c.idx in talking) for c in conns], rate=rate,
+            duration=duration, grace=grace, drain=drain, tick=sp.get("tick_s", 0.001),
+            loud=shape == "loud", probe_every=probe_every, irc=self.irc,
+            timeout=duration + drain + 30)
+        for c in conns:
+            u = r["users"][c.idx]
+            c.rx, c.seq = u["rx"], u["seq"]
+            if u["pending"]:
+                c.pending = u["pending"] + c.pending
+                self.ep.modify(c.fd, EPOLLIN | EPOLLOUT)
+            if u["closed"]:
+                self._fail(c, "closed during the step")
+            if c.sampled:
+                v = r["sampled"][c.idx]
+                c.bad, c.lat, c.tail, c.nxt = v["bad"], v["lat"], v["tail"], v["next"]
+        for e in r["errors"]:
+            if len(self.errors) < 20:
+                self.errors.append(e)
+        t0, t_stop, complete_at = r["t0"], r["t_stop"], r["complete_at"]
+        last_at = r["last_data"]
+        self.last_data = last_at
+        short_in_grace, max_lag = r["short_in_grace"], r["max_lag"]
+        pending_at_stop = sum(len(r["users"][c.idx]["pending"]) for c in senders
+                              if c.idx in r["users"])
+        max_pending = max((len(r["users"][c.idx]["pending"]) for c in senders
+                           if c.idx in r["users"]), default=0)
         room_sent: dict[int, int] = {}
         for c in senders:
             room_sent[c.room] = room_sent.get(c.room, 0) + c.seq - start_seq[c.idx]
@@ -537,23 +525,8 @@ class Generator:
             c.exp = room_sent.get(c.room, 0) - (c.seq - start_seq[c.idx] if c.idx in start_seq
                                                 else 0)
             expected += c.exp
-        # Drain: until every receiver has its count, or the drain time is up.
-        short_in_grace = None
-        last_at = t_stop
-        deadline = t_stop + drain
-        waiting = [c for c in conns if c.rx < c.exp]
-        while waiting and now() < deadline:
-            time.sleep(tick)
-            self.pump(0.005)
-            waiting = [c for c in waiting if c.rx < c.exp and not c.closed]
-            if short_in_grace is None and now() >= t_stop + grace:
-                short_in_grace = len(waiting)
-            last_at = self.last_data
-        if short_in_grace is None:
-            short_in_grace = len(waiting)
-        complete_at = now()
         wall = complete_at - t0
-        cpu = cpu_self() - cpu0
+        cpu = cpu_self() - cpu0 + r["cpu_s"]
         scpu = cpu_seconds(self.server_pid) - scpu0
         # Quiet room: late extra lines show up here and count as "over".
         self.quiesce(0.1, settle)
@@ -595,7 +568,7 @@ class Generator:
             "last_delivery_after_s": round(span, 3),
             "deliveries_per_s": round(delivered / span),
             "achieved_msgs_per_s": round(total / span, 1) if not short_r else None,
-            "pending_bytes_at_stop": pending_at_stop, "max_sender_pending_bytes": max_pending,
+            "pending_bytes_after_drain": pending_at_stop, "max_sender_pending_bytes": max_pending,
             "generator_lag_ms": round(1000 * max_lag / max(rate, 1e-9), 1),
             "probe_samples": len(lat), "p50_ms": _r(percentile(lat, 50)), "p99_ms": _r(p99),
             "gen_cpu_pct": round(100.0 * cpu / wall, 1),
