@@ -43,7 +43,7 @@ FULL = {
     # Fraction of the budget used up when each part ends; connections get the rest.
     "shares": {"shapes": 0.66, "history": 0.80, "udp": 0.86},
     "shapes": dict(STEP, users=[10, 100, 500], rooms_users=2000, rooms=200,
-                   udp_users=[10, 100, 500], shape_s=10.5),
+                   udp_users=[10, 100], shape_s=10.5),
     "history": {"users": 100, "rounds": 5, "replay_rows": 1000000, "capacity_msgs_per_s": 150000,
                 "capacity_s": 2.5, "capacity_drain_s": 5.0},
     "udp": {"users": 50, "losses": [0.0, 0.2], "msgs_per_user_per_s": 2, "duration_s": 3,

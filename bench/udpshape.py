@@ -75,7 +75,17 @@ class UdpShape:
         for u in self.users:
             if u.channel is not None:  # the generator's side must not be the one giving up
                 u.channel._max_unacked = 1 << 20
-        spin(2.0)  # join notices and the welcome's retransmissions settle
+        # Every join is announced to the room: wait until those notices stopped arriving
+        # and nothing is outstanding, so no step counts them (at most 60 s).
+        quiet_since, delivered, end = time.monotonic(), -1, time.monotonic() + 60
+        while time.monotonic() < end:
+            spin(0.05)
+            now_delivered = sum(u.channel.delivered for u in self.users if u.channel)
+            if now_delivered != delivered:
+                quiet_since, delivered = time.monotonic(), now_delivered
+            elif time.monotonic() - quiet_since >= 0.5 and not any(
+                    u.channel.outstanding for u in self.users if u.channel):
+                break
         return {"requested": len(self.users), "logged_in": sum(u.joined for u in self.users),
                 "seconds": round(time.monotonic() - t0, 3)}
 
