@@ -509,7 +509,7 @@ class Generator:
         for e in r["errors"]:
             if len(self.errors) < 20:
                 self.errors.append(e)
-        t0, t_stop, complete_at = r["t0"], r["t_stop"], r["complete_at"]
+        t0, complete_at = r["t0"], r["complete_at"]
         last_at = r["last_data"]
         self.last_data = last_at
         short_in_grace, max_lag = r["short_in_grace"], r["max_lag"]

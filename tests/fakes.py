@@ -40,6 +40,7 @@ class FakeParticipant:
     """
 
     room = None
+    echo = False
 
     def __init__(self, nick: str | None = None, via: str = "tcp") -> None:
         self.nick = nick

@@ -36,6 +36,7 @@ class HeldGoodbye:
 
     nick = None
     via = "fake"
+    echo = False
     peer = "192.0.2.4:40000"
     room = None
 

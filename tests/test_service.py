@@ -38,6 +38,8 @@ class ClosingParticipant:
     """
 
     via = "fake"
+
+    echo = False
     peer = "192.0.2.2:40000"
     room = None
 
@@ -246,6 +248,7 @@ class StopTests(_StopHarness):
         class Broken:
             nick = None
             via = "fake"
+            echo = False
             peer = "192.0.2.9:40000"
             room = None
 

@@ -534,6 +534,7 @@ class _HeldParticipant:
 
     nick = None
     via = "fake"
+    echo = False
     peer = "192.0.2.3:40000"
     room = None
 

@@ -13,16 +13,24 @@ from chatservice.core.names import fold
 
 @dataclass(frozen=True, slots=True)
 class Say:
-    """A plain line for the room."""
+    """
+    A plain line for the current room, or for C{room} (IRC names it).
+
+    @ivar quiet: refused without telling the sender (IRC's NOTICE is never answered).
+    """
 
     text: str
+    room: str | None = None
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Me:
-    """C{/me text}: an action."""
+    """C{/me text}: an action, in the current room or C{room}."""
 
     text: str
+    room: str | None = None
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,7 @@ class Msg:
 
     nick: str
     text: str
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +107,21 @@ class History:
     count: int | None
 
 
-Command = Say | Me | Msg | Nick | Quit | Who | Help | Join | Part | Rooms | Topic | History
+@dataclass(frozen=True, slots=True)
+class Call:
+    """
+    A front-end's own request, applied in its turn among the user's lines
+    (flood control and order included): C{fn()} answers it (an IRC query such as
+    NAMES or WHOIS, through L{chatservice.core.events.Reply}) and may raise a
+    L{ChatError}, or return commands to apply in its place (IRC's C{JOIN 0}).
+    Never made from text.
+    """
+
+    fn: object
+
+
+Command = (Say | Me | Msg | Nick | Quit | Who | Help | Join | Part | Rooms | Topic | History
+           | Call)
 
 #: The most lines /history shows at once, and how many it shows when not told.
 HISTORY_MAX = 200

@@ -9,9 +9,18 @@ that is not a L{ChatError} is a bug and is handled as one.
 
 
 class ChatError(Exception):
-    """A request the server refuses; C{str(error)} is what the user reads."""
+    """
+    A request the server refuses; C{str(error)} is what the user reads.
+
+    @ivar subject: the nick or room the refusal is about (empty if none), for
+        protocols whose errors name it (IRC's C{401 me NICK :No such nick}).
+    """
 
     kind = "refused"
+
+    def __init__(self, text: str = "", subject: str = "") -> None:
+        super().__init__(text)
+        self.subject = subject
 
 
 class InvalidNick(ChatError):

@@ -12,7 +12,7 @@ across the service, see L{chatservice.core.ids}) and a server timestamp in
 seconds since the epoch.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # -- room events: shown to a room's members, stored in its history ------------
 
@@ -141,6 +141,29 @@ class Refusal:
     """
 
     kind: str
+    text: str
+    #: The nick or room the refusal is about ("" if none); not compared (metadata).
+    subject: str = field(default="", compare=False)
+    #: The command refused, by its class name in L{chatservice.core.commands} ("" if
+    #: none); not compared.
+    command: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """You have the nick C{nick} and are in no room yet (sessions that do not land
+    in the default room: IRC, whose clients choose their channels)."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """
+    Text a front-end made for its own user (an IRC numeric the core has no value
+    for), told through the hub so it reaches the user in order with the rest.
+    """
+
     text: str
 
 

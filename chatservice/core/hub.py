@@ -184,14 +184,15 @@ class Hub:
         key = self._check_name(name)
         room = self._rooms.get(key)
         if room is None:
-            raise NoSuchRoom(f"no such room: {name}")
+            raise NoSuchRoom(f"no such room: {name}", subject=name)
         return room
 
     @staticmethod
     def _check_name(name: str) -> str:
         if not is_room_name(name):
             raise InvalidRoom(
-                f"not a room name: {name} (# and 1 to {ROOM_NAME_MAX} letters, digits or -_.)"
+                f"not a room name: {name} (# and 1 to {ROOM_NAME_MAX} letters, digits or -_.)",
+                subject=name,
             )
         return fold(name)
 
@@ -229,13 +230,13 @@ class Hub:
             return room
         if len(rooms) >= self._limits.max_rooms_per_user:
             raise TooManyRooms(
-                f"you are in {len(rooms)} rooms, the most allowed: /part one first"
+                f"you are in {len(rooms)} rooms, the most allowed: /part one first", subject=name
             )
         if room is None:
             if len(self._rooms) >= self._limits.max_rooms:
                 raise TooManyRooms(
                     f"the server holds {len(self._rooms)} rooms, the most allowed: "
-                    "join an existing one (/rooms)"
+                    "join an existing one (/rooms)", subject=name,
                 )
             room = self._create(name)
         self._turn.joined(participant, room)
@@ -255,7 +256,7 @@ class Hub:
         @raise NotInRoom: C{participant} is not in C{room}.
         """
         if participant not in room.members:
-            raise NotInRoom(f"you are not in {room.name}")
+            raise NotInRoom(f"you are not in {room.name}", subject=room.name)
         self._remove_member(participant, room)
         self._rooms_of[participant].remove(room)
         self.log.info("{nick} left {room}", nick=participant.nick, room=room.name)
@@ -289,7 +290,7 @@ class Hub:
         @raise TooLong: C{text} is longer than C{limits.max_topic} characters.
         """
         if participant not in room.members:
-            raise NotInRoom(f"you are not in {room.name}")
+            raise NotInRoom(f"you are not in {room.name}", subject=room.name)
         if len(text) > self._limits.max_topic:
             raise TooLong(
                 f"topic too long ({len(text)} characters; at most {self._limits.max_topic})"
@@ -301,17 +302,20 @@ class Hub:
     # -- lines -------------------------------------------------------------------
 
     def say(self, participant, room: Room, text: str) -> None:
-        """C{participant} says C{text} in C{room} (to everyone there but itself)."""
+        """
+        C{participant} says C{text} in C{room}: to everyone there but itself,
+        unless it asks to see its own lines (C{participant.echo}, IRC's echo-message).
+        """
         self._turn.publish(
             Said(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text),
-            room, exclude=participant,
+            room, exclude=None if participant.echo else participant,
         )
 
     def emote(self, participant, room: Room, text: str) -> None:
         """C{participant} does C{text} in C{room} (C{/me})."""
         self._turn.publish(
             Emote(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text),
-            room, exclude=participant,
+            room, exclude=None if participant.echo else participant,
         )
 
     def private(self, sender, nick: str, text: str) -> None:
@@ -323,7 +327,7 @@ class Hub:
         """
         recipient = self.find(nick)
         if recipient is None:
-            raise NoSuchUser(f"no such user: {nick}")
+            raise NoSuchUser(f"no such user: {nick}", subject=nick)
         message_id, now = self._stamp()
         self._turn.tell(recipient, Private(message_id, now, sender.nick, recipient.nick, text))
         self._turn.tell(sender, PrivateSent(message_id, now, recipient.nick, text))
@@ -393,7 +397,7 @@ class Hub:
         @raise Unavailable: the service keeps no history.
         """
         if participant not in room.members:
-            raise NotInRoom(f"you are not in {room.name}")
+            raise NotInRoom(f"you are not in {room.name}", subject=room.name)
         if self._history is None:
             raise Unavailable("this server keeps no history")
         before = self._ids.next()

@@ -19,6 +19,10 @@ class IParticipant(Interface):
         "The room plain lines go to on the line protocols (display name), or None; "
         "set by the session. Line front-ends mark events from other rooms."
     )
+    echo = Attribute(
+        "Whether the user is shown its own room lines "
+        "(IRC's echo-message capability)."
+    )
 
     def deliver(batch):
         """

@@ -32,19 +32,20 @@ def validate(nick: str) -> str:
     @raise InvalidNick: with a reason a person can act on.
     """
     if not nick:
-        raise InvalidNick("invalid nickname: it is empty")
+        raise InvalidNick("invalid nickname: it is empty", subject=nick)
     shown = nick if nick.isprintable() and len(nick) <= 64 else repr(nick[:64])
     if len(nick) > NICK_MAX_LENGTH:
         raise InvalidNick(
-            f"invalid nickname {shown}: at most {NICK_MAX_LENGTH} characters"
+            f"invalid nickname {shown}: at most {NICK_MAX_LENGTH} characters", subject=nick
         )
     if not _ALLOWED.match(nick):
         raise InvalidNick(
-            f"invalid nickname {shown}: use only ASCII letters, digits and _-[]{{}}\\|^"
+            f"invalid nickname {shown}: use only ASCII letters, digits and _-[]{{}}\\|^",
+            subject=nick,
         )
     if nick[0].isdigit() or nick[0] == "-":
         raise InvalidNick(
-            f"invalid nickname {shown}: it must not start with a digit or '-'"
+            f"invalid nickname {shown}: it must not start with a digit or '-'", subject=nick
         )
     return nick
 
@@ -72,7 +73,7 @@ class NickRegistry:
         validate(nick)
         key = casefold(nick)
         if key in self._holders:
-            raise NickInUse(f"nickname {nick} is taken, try another")
+            raise NickInUse(f"nickname {nick} is taken, try another", subject=nick)
         self._holders[key] = (nick, owner)
         return nick
 
@@ -93,7 +94,7 @@ class NickRegistry:
         if held is None or held[1] is not owner:
             raise KeyError(old)
         if new_key != old_key and new_key in self._holders:
-            raise NickInUse(f"nickname {new} is taken, try another")
+            raise NickInUse(f"nickname {new} is taken, try another", subject=new)
         del self._holders[old_key]
         self._holders[new_key] = (new, owner)
         return new

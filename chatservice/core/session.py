@@ -7,6 +7,7 @@ alone ends a session: the front-end only tells it that the connection went
 (L{Session.connection_lost}) and hangs up when told (C{close}).
 """
 
+from dataclasses import replace
 from itertools import islice
 
 from twisted.internet import defer
@@ -14,7 +15,7 @@ from twisted.logger import Logger
 
 from chatservice.core import commands
 from chatservice.core.commands import (
-    Help, History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic, Who,
+    Call, Help, History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic, Who,
 )
 from chatservice.core.errors import ChatError, InvalidNick, NotAllowed, NotInRoom
 from chatservice.core.events import (
@@ -22,6 +23,7 @@ from chatservice.core.events import (
     HelpText,
     Notice,
     Refusal,
+    Registered,
     RoomJoined,
     RoomList,
     RoomParted,
@@ -53,6 +55,17 @@ def _first_names(room) -> tuple:
     return tuple(member.nick for member in islice(room.members, NAMES_SHOWN))
 
 
+def _scrubbed(command):
+    """C{command} with its free text (C{text}, C{reason}) scrubbed of control sequences,
+    as a line's text is before parsing: front-ends that send command values get the same."""
+    changes = {}
+    for name in ("text", "reason"):
+        value = getattr(command, name, None)
+        if type(value) is str and not value.isprintable():
+            changes[name] = scrub(value)
+    return replace(command, **changes) if changes else command
+
+
 class Session:
     """
     The chat rules for one participant.
@@ -70,12 +83,16 @@ class Session:
     @param registry: an L{INickRegistry}; its answers may be Deferreds.
     @param clock: an C{IReactorTime} for flood accounting and the timers.
     @param limits: the service's L{Limits} (flood policy, login timeout).
+    @param lands_in_default_room: whether choosing a nick puts the user in the
+        default room (the line protocols) or in no room, told L{Registered} (IRC).
     """
 
     log = Logger()
 
-    def __init__(self, participant, hub, registry, clock, limits: Limits = Limits()):
+    def __init__(self, participant, hub, registry, clock, limits: Limits = Limits(),
+                 lands_in_default_room: bool = True):
         self._participant = participant
+        self._lands_in_default_room = lands_in_default_room
         self._hub = hub
         self._current = None  # the Room plain lines go to
         self._registry = registry
@@ -85,7 +102,7 @@ class Session:
         self._busy = False  # a registry call is under way
         # A list, not a deque: an empty deque costs 760 bytes per user, and this holds
         # at most --flood-queue lines, so popping from its front is cheap.
-        self._held: list[str] = []
+        self._held: list = []  # lines (str) and command values, in order
         self._release_call = None  # when the first held line may go
         self._draining = False
         self._input_paused = False
@@ -93,6 +110,7 @@ class Session:
         self._refused_told_at = float("-inf")
         self._flood = FloodGuard(limits.flood, clock.seconds())
         self._login_timer = None
+        self._greets = True
 
     @property
     def joined(self) -> bool:
@@ -109,26 +127,32 @@ class Session:
         """Lines received but not applied yet (flood control or a pending registry answer)."""
         return len(self._held)
 
-    def start(self, nick: str | None = None) -> None:
+    def start(self, nick: str | None = None, greet: bool = True) -> None:
         """
         Begin: greet and start the login timer, or take C{nick} at once.
 
         @param nick: a nick the transport already has (UDP's JOIN carries one).
+        @param greet: whether to ask for a nick (IRC clients speak first).
         """
         self._hub.enter(self._participant, self)
         if self._limits.login_timeout > 0:
             self._login_timer = self._clock.callLater(
                 self._limits.login_timeout, self._login_expired
             )
+        self._greets = greet
         if nick is None:
-            self._tell(Notice(GREETING))
+            if greet:
+                self._tell(Notice(GREETING))
         else:
             self.handle(nick)
 
     # -- input: in order, at the flood rate ---------------------------------
 
-    def handle(self, line: str) -> None:
-        """Take one line of user text; it is applied now or, in order, once it may go."""
+    def handle(self, line) -> None:
+        """
+        Take one line of user text, or one command value (a front-end that
+        parses its own protocol, IRC); it is applied now or, in order, once it may go.
+        """
         if self._state == _GONE:
             return
         if self._flood.abusive(self._clock.seconds()):
@@ -141,7 +165,7 @@ class Session:
         else:
             self._offer(line)
 
-    def _hold(self, line: str) -> None:
+    def _hold(self, line) -> None:
         """Keep C{line} for later, within the bound; refuse it beyond."""
         bound = self._limits.flood.queue
         if len(self._held) >= bound:
@@ -159,7 +183,7 @@ class Session:
         self._held.append(line)
         self._pause_input()
 
-    def _offer(self, line: str) -> None:
+    def _offer(self, line) -> None:
         """Apply C{line} if the flood rate allows it now; otherwise hold it at the front."""
         wait = self._flood.take(self._clock.seconds())
         if wait > 0:
@@ -214,16 +238,20 @@ class Session:
             self._input_paused = False
             self._participant.resume_input()
 
-    def _apply_line(self, line: str) -> None:
-        """Parse and apply one line; refusals go back to the user as C{! } lines."""
+    def _apply_line(self, line) -> None:
+        """Parse and apply one line (or command); refusals go back to the user as values."""
+        command = None
         try:
-            command = commands.parse(scrub(line))
+            command = commands.parse(scrub(line)) if type(line) is str else _scrubbed(line)
             if self._state == _AWAITING:
                 self._before_joining(command)
             elif command is not None:
                 self._apply(command)
         except ChatError as refusal:
-            self._refuse(str(refusal), refusal.kind)
+            if getattr(command, "quiet", False):
+                return
+            self._refuse(str(refusal), refusal.kind, refusal.subject,
+                         "" if command is None else type(command).__name__)
         except Exception:
             self.log.failure(
                 "Handling a line from {nick} ({peer}) failed",
@@ -249,9 +277,12 @@ class Session:
         hub, me = self._hub, self._participant
         kind = type(command)
         if kind is Say:
-            hub.say(me, self._current_room(), command.text)
+            hub.say(me, self._named_or_current(command.room), command.text)
         elif kind is Me:
-            hub.emote(me, self._current_room(), command.text)
+            hub.emote(me, self._named_or_current(command.room), command.text)
+        elif kind is Call:
+            for then in command.fn() or ():
+                self._apply(_scrubbed(then))
         elif kind is Msg:
             hub.private(me, command.nick, command.text)
         elif kind is Join:
@@ -385,8 +416,12 @@ class Session:
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
+        self._greets = True
         hub = self._hub
         hub.arrive(self._participant)
+        if not self._lands_in_default_room:
+            self._tell(Registered(nick))
+            return
         room = hub.join(self._participant, hub.default_room.name)
         self._set_current(room)
         self._tell(Welcome(nick, room.name, len(room), _first_names(room)))
@@ -417,9 +452,10 @@ class Session:
     def _tell(self, event) -> None:
         self._hub.tell(self._participant, event)
 
-    def _refuse(self, text: str, kind: str = ChatError.kind) -> None:
-        self._tell(Refusal(kind, text))
-        if self._state == _AWAITING:
+    def _refuse(self, text: str, kind: str = ChatError.kind, subject: str = "",
+                command: str = "") -> None:
+        self._tell(Refusal(kind, text, subject, command))
+        if self._state == _AWAITING and self._greets:
             self._tell(Notice(ASK_AGAIN))
 
     def _help(self) -> None:
@@ -427,6 +463,7 @@ class Session:
 
     def _login_expired(self) -> None:
         self._login_timer = None
+        self._greets = True
         timeout = self._limits.login_timeout
         self.log.info("A {via} user at {peer} chose no nick in time",
                       via=self._participant.via, peer=self._participant.peer)
@@ -458,6 +495,7 @@ class Session:
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
+        self._greets = True
         nick = self._participant.nick
         self._hub.depart(self._participant, reason)
         if was_joined:

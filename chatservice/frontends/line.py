@@ -116,9 +116,12 @@ class LineChatProtocol(Protocol):
     """
 
     via = "tcp"
+    echo = False  # IRC clients may ask to see their own lines; line users never do
     nick = None
     room = None
     log = Logger()
+    #: Whether input may carry telnet commands (IRC subclasses say no: its bytes are its own).
+    telnet = True
 
     def __init__(self, factory: "LineChatFactory", host: str, peer: str | None = None) -> None:
         self.factory = factory
@@ -152,7 +155,15 @@ class LineChatProtocol(Protocol):
             self.transport, self.factory.limits.max_backlog, self._too_slow
         )
         self.transport.registerProducer(self._queue, True)
-        self._session = self.factory.make_session(self)
+        self._session = self.make_session()
+        self.greet()
+
+    def make_session(self) -> Session:
+        """The chat rules for this connection (the factory's, so tests can give a fake)."""
+        return self.factory.make_session(self)
+
+    def greet(self) -> None:
+        """Start the session: it asks for a nickname."""
         self._session.start()
 
     # -- input --------------------------------------------------------------
@@ -166,7 +177,9 @@ class LineChatProtocol(Protocol):
         up to its newline, is skipped.
         """
         telnet = self._telnet
-        if b"\xff" in data or not telnet.idle:
+        if not self.telnet:
+            pass
+        elif b"\xff" in data or not telnet.idle:
             data = self._telnet_commands(data)
         elif b"\r" in data:
             data = telnet.line_ends(data)
@@ -387,12 +400,16 @@ class LineChatProtocol(Protocol):
 
         The session has ended already (it is the one that calls this).
         """
+        return self._close_with(as_bytes(Notice(reason)))
+
+    def _close_with(self, goodbye: bytes) -> defer.Deferred:
+        """Write C{goodbye}, flush, hang up; fires once the connection is gone."""
         if self._gone:
             return defer.succeed(None)
         d = defer.Deferred()
         self._closed.append(d)
         if not self.transport.disconnecting:
-            self._queue.write(as_bytes(Notice(reason)))
+            self._queue.write(goodbye)
             self._queue.flush()
             self.transport.unregisterProducer()
             self.transport.loseConnection()
@@ -463,6 +480,7 @@ class LineChatFactory(Factory):
 
     log = Logger()
     noisy = False  # the listener logs where it listens; "Starting factory" adds nothing
+    protocol_class = LineChatProtocol
 
     def __init__(self, hub, registry, clock, admission, limits: Limits = Limits(), gate=None):
         self.hub = hub
@@ -483,7 +501,7 @@ class LineChatFactory(Factory):
         except ChatError as refusal:
             self.log.warn("Refused a connection from {host}: {why}", host=host, why=str(refusal))
             return _Refuse(str(refusal))
-        return LineChatProtocol(self, host, peer_name(addr))
+        return self.protocol_class(self, host, peer_name(addr))
 
     def make_session(self, participant: LineChatProtocol) -> Session:
         """The chat rules for one new connection (tests give a fake here)."""

@@ -78,6 +78,7 @@ class UdpPeer:
     """
 
     via = "udp"
+    echo = False
     nick = None
     room = None
     log = Logger()
