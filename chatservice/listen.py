@@ -33,7 +33,7 @@ def _port(text: str, what: str) -> int:
     return int(text)
 
 
-def stream_description(spec: str) -> str | None:
+def stream_description(spec: str, option: str = "--tcp") -> str | None:
     """
     C{"12345"} -> C{"tcp:12345:backlog=1024"}; an endpoint description is kept
     as it is (add C{backlog=N} to it for a deeper accept queue).
@@ -45,8 +45,13 @@ def stream_description(spec: str) -> str | None:
     if spec.lower() in OFF:
         return None
     if ":" not in spec:
-        return f"tcp:{_port(spec, '--tcp')}:backlog={LISTEN_BACKLOG}"
+        return f"tcp:{_port(spec, option)}:backlog={LISTEN_BACKLOG}"
     return spec
+
+
+def irc_description(spec: str) -> str | None:
+    """L{stream_description} for C{--irc}."""
+    return stream_description(spec, "--irc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +259,10 @@ class StreamListener(_Listener):
 
     what = "line chat"
 
-    def __init__(self, reactor, description: str, factory) -> None:
+    def __init__(self, reactor, description: str, factory, what: str | None = None) -> None:
         super().__init__(stream_kind(description))
+        if what is not None:
+            self.what = what
         self.description = description
         self._endpoint = endpoints.serverFromString(reactor, description)
         self._factory = factory

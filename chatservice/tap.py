@@ -2,6 +2,7 @@
 """C{twistd chatroom}: its options and the service they build."""
 
 import os
+import socket
 import sys
 
 from twisted import copyright
@@ -15,6 +16,7 @@ from chatservice.listen import (
     DatagramListener,
     StreamListener,
     datagram_address,
+    irc_description,
     stream_description,
 )
 from chatservice.backends import history as history_store
@@ -24,6 +26,7 @@ from chatservice.core.names import is_room_name
 from chatservice.core.nicks import NickRegistry
 from chatservice.service import ChatService
 from chatservice.frontends.backpressure import InputGate
+from chatservice.frontends.irc import IRCChatFactory
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import DatagramChat
 
@@ -47,7 +50,8 @@ def _non_negative_float(value: str) -> float:
 class Options(usage.Options):
     """Command-line options of C{twistd chatroom}."""
 
-    synopsis = "[--tcp PORT|ENDPOINT] [--udp PORT|udp:PORT[:interface=ADDR]] [limits]"
+    synopsis = ("[--tcp PORT|ENDPOINT] [--udp PORT|udp:PORT[:interface=ADDR]] "
+                "[--irc PORT|ENDPOINT] [limits]")
     longdesc = (
         "Chat rooms for telnet, nc, nc -u and chatroom-client, with one set of "
         "nicknames across every transport and a history kept in SQLite. Each limit "
@@ -63,6 +67,14 @@ class Options(usage.Options):
         ["udp", None, "12346",
          "UDP chat: a port, or udp:PORT[:interface=ADDR] (or 'off').",
          datagram_address],
+        ["irc", None, "6667",
+         "IRC: a port, or a Twisted endpoint such as ssl:6697:privateKey=key.pem:"
+         "certKey=cert.pem (or 'off').", irc_description],
+        ["server-name", None, None,
+         "The name the server gives itself on IRC (default: this machine's host name)."],
+        ["motd", None, None,
+         "A text file whose lines IRC clients are shown on connecting (the message of "
+         "the day); without it they are told there is none."],
         ["max-line", None, _DEFAULTS.max_line,
          "Longest TCP line in bytes; a longer one is refused with '! line too long'.",
          _non_negative_int],
@@ -115,30 +127,45 @@ class Options(usage.Options):
         sys.exit(0)
 
     @staticmethod
-    def _check_endpoint(description: str) -> None:
+    def _check_endpoint(option: str, description: str) -> None:
         """
-        Parse C{--tcp}'s endpoint now, so an unknown type, a bad parameter or a
-        missing key file is a usage error, not a traceback when listening.
+        Parse C{--tcp}'s (or C{--irc}'s) endpoint now, so an unknown type, a bad
+        parameter or a missing key file is a usage error, not a traceback when listening.
         """
         try:
             endpoints.serverFromString(None, description)
         except Exception as e:  # the parsers raise ValueError, KeyError, OSError, SSL errors...
-            raise usage.UsageError(f"--tcp {description}: {e}")
+            raise usage.UsageError(f"--{option} {description}: {e}")
 
     def postOptions(self) -> None:
         # usage.Options does not pass defaults through their coerce function.
         for name, parse in (
-            ("tcp", stream_description), ("udp", datagram_address), ("log-level", logs.log_level)
+            ("tcp", stream_description), ("udp", datagram_address), ("irc", irc_description),
+            ("log-level", logs.log_level)
         ):
             if isinstance(self[name], str):
                 try:
                     self[name] = parse(self[name])
                 except ValueError as e:
                     raise usage.UsageError(str(e))
-        if self["tcp"] is None and self["udp"] is None:
-            raise usage.UsageError("--tcp and --udp are both off: nobody could connect")
-        if self["tcp"] is not None:
-            self._check_endpoint(self["tcp"])
+        if self["tcp"] is None and self["udp"] is None and self["irc"] is None:
+            raise usage.UsageError("--tcp, --udp and --irc are all off: nobody could connect")
+        for name in ("tcp", "irc"):
+            if self[name] is not None:
+                self._check_endpoint(name, self[name])
+        if not self["server-name"]:
+            self["server-name"] = socket.gethostname() or "chatroom"
+        if any(c in self["server-name"] for c in " \r\n\0:!@"):
+            raise usage.UsageError("--server-name must be one word without :!@")
+        self["motd-lines"] = ()
+        if self["motd"]:
+            try:
+                with open(self["motd"], encoding="utf-8", errors="replace") as f:
+                    self["motd-lines"] = tuple(
+                        line.rstrip("\r\n")[:400] for line in f.read(65536).splitlines()
+                    )
+            except OSError as e:
+                raise usage.UsageError(f"--motd {self['motd']}: {e.strerror}")
         for name in ("max-line", "max-backlog"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1 (it bounds memory)")
@@ -231,6 +258,10 @@ def makeService(options, reactor=None) -> ChatService:
     if options["tcp"] is not None:
         factory = LineChatFactory(hub, registry, reactor, admission, limits, gate=gate)
         service.add_stream_listener(StreamListener(reactor, options["tcp"], factory))
+    if options["irc"] is not None:
+        irc = IRCChatFactory(hub, registry, reactor, admission, limits, gate=gate,
+                             server_name=options["server-name"], motd=options["motd-lines"])
+        service.add_stream_listener(StreamListener(reactor, options["irc"], irc, what="IRC"))
     if options["udp"] is not None:
         protocol = DatagramChat(hub, registry, reactor, admission, limits)
         service.add_datagram_listener(

@@ -397,7 +397,7 @@ def start_chat_server(reactor, *extra_options: str):
     if "--history" not in extra_options:
         extra_options = (*extra_options, "--history", "none")
     options.parseOptions(
-        ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", *extra_options]
+        ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off", *extra_options]
     )
     recorder = _ListenRecorder(reactor)
     service = tap.makeService(options, reactor=recorder)

@@ -75,7 +75,7 @@ class TlsClientTests(TempFiles, TestCase):
         options = tap.Options()
         options.parseOptions([
             "--tcp", f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={key_file}",
-            "--udp", "off", "--history", "none",
+            "--udp", "off", "--irc", "off", "--history", "none",
         ])
         recorder = _SSLRecorder(self.reactor)
         service = tap.makeService(options, reactor=recorder)

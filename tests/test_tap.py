@@ -81,8 +81,9 @@ def parse(*argv):
 
 
 def no_history(*argv):
-    """C{argv} with C{--history none}: a test must never create the default file in its cwd."""
-    return (*argv, "--history", "none")
+    """C{argv} with C{--history none} (a test must never create the default file in its cwd)
+    and, unless C{argv} names it, C{--irc off} (these tests are about the other listeners)."""
+    return (*argv, "--history", "none") + (() if "--irc" in argv else ("--irc", "off"))
 
 
 def temp_folder(case):
@@ -160,9 +161,20 @@ class OptionsTests(SynchronousTestCase):
     def test_udp_off(self):
         self.assertIsNone(parse("--udp", "off")["udp"])
 
-    def test_both_off(self):
+    def test_all_off(self):
         with self.assertRaises(usage.UsageError):
-            parse("--tcp", "off", "--udp", "off")
+            parse("--tcp", "off", "--udp", "off", "--irc", "off")
+
+    def test_irc_alone_is_enough(self):
+        self.assertEqual(parse("--tcp", "off", "--udp", "off")["irc"], "tcp:6667:backlog=1024")
+
+    def test_irc_options(self):
+        options = parse("--irc", "tcp:6697:interface=127.0.0.1", "--server-name", "chat.example")
+        self.assertEqual((options["irc"], options["server-name"]),
+                         ("tcp:6697:interface=127.0.0.1", "chat.example"))
+        self.assertRaises(usage.UsageError, parse, "--server-name", "bad name")
+        self.assertRaises(usage.UsageError, parse, "--irc", "70000")
+        self.assertRaises(usage.UsageError, parse, "--motd", "/nonexistent/motd.txt")
 
     def test_each_limit(self):
         cases = [
@@ -369,9 +381,11 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(max_packet, protocol.max_datagram_read)
 
     def test_defaults_listen_on_12345_and_12346(self):
-        reactor, service = self.make()
+        """And IRC on 6667."""
+        reactor = UDPMemoryReactor()
+        service = tap.makeService(parse("--history", "none"), reactor=reactor)
         service.startService()
-        self.assertEqual([(s[0], s[3]) for s in reactor.tcpServers], [(12345, "")])
+        self.assertEqual([(s[0], s[3]) for s in reactor.tcpServers], [(12345, ""), (6667, "")])
         self.assertEqual([(s[0], s[2]) for s in reactor.udpServers], [(12346, "")])
 
     def test_bare_port_listens_with_a_deep_backlog(self):
@@ -660,7 +674,8 @@ class ShutdownOrderTests(SynchronousTestCase):
         )
         path = os.path.join(temp_folder(self), "history.sqlite3")
         service = tap.makeService(
-            parse("--tcp", "7000", "--udp", "7001", "--history", path), reactor=reactor
+            parse("--tcp", "7000", "--udp", "7001", "--irc", "off", "--history", path),
+            reactor=reactor,
         )
         service.startService()
         self.assertEqual(journal, ["history starts"])
