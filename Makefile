@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # Debian programs that end-to-end tests drive as users do: the real telnet
-# client, in a terminal that tmux provides; and gcc, which builds the
+# and irssi clients, in a terminal that tmux provides; and gcc, which builds the
 # benchmark's load generator (bench/stepper.c) for its smoke run.
-TEST_PROGRAMS := telnet tmux gcc
+TEST_PROGRAMS := telnet tmux irssi gcc
 SOURCES := $(shell find chatservice twisted -name '*.py') setup.cfg pyproject.toml
 TCP ?= 12345
 UDP ?= 12346

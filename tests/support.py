@@ -381,6 +381,28 @@ class _ListenRecorder:
         return getattr(self._reactor, name)
 
 
+def start_chat_server_with_irc(reactor, *extra_options: str):
+    """
+    L{start_chat_server} with IRC on too (127.0.0.1, port 0).
+
+    @return: C{(service, tcp_port, irc_port)}.
+    """
+    from chatservice import tap
+
+    options = tap.Options()
+    if "--history" not in extra_options:
+        extra_options = (*extra_options, "--history", "none")
+    options.parseOptions(
+        ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off",
+         "--irc", "tcp:0:interface=127.0.0.1", *extra_options]
+    )
+    recorder = _ListenRecorder(reactor)
+    service = tap.makeService(options, reactor=recorder)
+    service.startService()
+    tcp, irc = recorder.tcp_ports
+    return service, tcp.getHost().port, irc.getHost().port
+
+
 def start_chat_server(reactor, *extra_options: str):
     """
     Build the real service with C{tap.makeService} and start it on C{reactor}.

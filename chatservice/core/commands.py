@@ -40,6 +40,7 @@ class Msg:
     nick: str
     text: str
     quiet: bool = False
+    action: bool = False  # a private C{/me} (IRC's CTCP ACTION to a nick)
 
 
 @dataclass(frozen=True, slots=True)

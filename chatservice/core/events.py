@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Said:
-    """C{nick} said C{text} in C{room}."""
+    """C{nick} said C{text} in C{room}; as a notice (IRC's NOTICE, which no program
+    should answer) when C{notice}."""
 
     id: int
     time: float
     room: str
     nick: str
     text: str
+    notice: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,8 @@ class Private:
     sender: str
     recipient: str
     text: str
+    notice: bool = False
+    action: bool = False  # C{text} is what C{sender} does (a private C{/me})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class PrivateSent:
     time: float
     recipient: str
     text: str
+    notice: bool = False
+    action: bool = False
 
 
 # -- replies to one user ------------------------------------------------------
@@ -193,6 +199,8 @@ class RoomParted:
 
     room: str
     current: str | None
+    #: Why, as the user gave it (IRC shows it in the PART line); not compared.
+    reason: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -301,13 +301,14 @@ class Hub:
 
     # -- lines -------------------------------------------------------------------
 
-    def say(self, participant, room: Room, text: str) -> None:
+    def say(self, participant, room: Room, text: str, notice: bool = False) -> None:
         """
         C{participant} says C{text} in C{room}: to everyone there but itself,
         unless it asks to see its own lines (C{participant.echo}, IRC's echo-message).
         """
         self._turn.publish(
-            Said(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text),
+            Said(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text,
+                 notice),
             room, exclude=None if participant.echo else participant,
         )
 
@@ -318,7 +319,8 @@ class Hub:
             room, exclude=None if participant.echo else participant,
         )
 
-    def private(self, sender, nick: str, text: str) -> None:
+    def private(self, sender, nick: str, text: str, notice: bool = False,
+                action: bool = False) -> None:
         """
         Send C{text} from C{sender} to the user called C{nick}, wherever they
         are, and show the sender what went where.
@@ -329,8 +331,10 @@ class Hub:
         if recipient is None:
             raise NoSuchUser(f"no such user: {nick}", subject=nick)
         message_id, now = self._stamp()
-        self._turn.tell(recipient, Private(message_id, now, sender.nick, recipient.nick, text))
-        self._turn.tell(sender, PrivateSent(message_id, now, recipient.nick, text))
+        self._turn.tell(recipient, Private(message_id, now, sender.nick, recipient.nick, text,
+                                           notice, action))
+        self._turn.tell(sender, PrivateSent(message_id, now, recipient.nick, text, notice,
+                                            action))
 
     def tell(self, participant, event) -> None:
         """Send C{event} to C{participant} alone, in order with everything else."""

@@ -106,8 +106,12 @@ def _body(event) -> str:
     if kind is Renamed:
         return f"* {event.old} is now known as {event.new}"
     if kind is Private:
+        if event.action:
+            return f"[private] * {event.sender} {event.text}"
         return f"[private] {event.sender}: {event.text}"
     if kind is PrivateSent:
+        if event.action:
+            return f"-> {event.recipient}: * you {event.text}"
         return f"-> {event.recipient}: {event.text}"
     if kind is Notice:
         return f"* {event.text}"

@@ -277,14 +277,14 @@ class Session:
         hub, me = self._hub, self._participant
         kind = type(command)
         if kind is Say:
-            hub.say(me, self._named_or_current(command.room), command.text)
+            hub.say(me, self._named_or_current(command.room), command.text, command.quiet)
         elif kind is Me:
             hub.emote(me, self._named_or_current(command.room), command.text)
         elif kind is Call:
             for then in command.fn() or ():
                 self._apply(_scrubbed(then))
         elif kind is Msg:
-            hub.private(me, command.nick, command.text)
+            hub.private(me, command.nick, command.text, command.quiet, command.action)
         elif kind is Join:
             self._join(command.room)
         elif kind is Part:
@@ -293,7 +293,7 @@ class Session:
             if room is self._current:
                 remaining = hub.rooms_of(me)
                 self._set_current(remaining[-1] if remaining else None)
-            self._tell(RoomParted(room.name, self._participant.room))
+            self._tell(RoomParted(room.name, self._participant.room, command.reason))
         elif kind is Rooms:
             self._tell(RoomList(hub.rooms(command.containing), command.containing))
         elif kind is Who:
@@ -328,7 +328,7 @@ class Session:
             return self._current_room()
         room = self._hub.room(name)
         if members_only and self._participant not in room.members:
-            raise NotInRoom(f"you are not in {room.name}")
+            raise NotInRoom(f"you are not in {room.name}", subject=room.name)
         return room
 
     def _set_current(self, room) -> None:
@@ -368,7 +368,8 @@ class Session:
     def _registry_failed(self, failure, undo) -> None:
         if failure.check(ChatError):
             if self._state != _GONE:
-                self._refuse(failure.getErrorMessage(), failure.value.kind)
+                self._refuse(failure.getErrorMessage(), failure.value.kind,
+                             failure.value.subject, "Nick")
             return
         if failure.check(defer.TimeoutError):
             self.log.warn(

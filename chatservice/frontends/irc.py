@@ -96,7 +96,8 @@ class IRCRender:
         """An event every recipient with these capabilities sees alike (room and user events)."""
         kind = type(event)
         if kind is Said:
-            return self._message(event.nick, "PRIVMSG", event.room, event.text, event.time)
+            return self._message(event.nick, "NOTICE" if event.notice else "PRIVMSG",
+                                 event.room, event.text, event.time)
         if kind is Emote:
             return self._message(event.nick, "PRIVMSG", event.room,
                                  f"\x01ACTION {event.text}\x01", event.time)
@@ -321,6 +322,7 @@ class IRCChatProtocol(LineChatProtocol):
 
     def irc_QUIT(self, message) -> None:
         reason = message.params[0] if message.params else ""
+        self._quit_reason = f"Quit: {reason}" if reason else "Quit"
         if not self._registered:
             self._session.end("quit", goodbye=f"Quit: {reason}" if reason else "Quit")
             return
@@ -368,8 +370,17 @@ class IRCChatProtocol(LineChatProtocol):
                 else:
                     self._session.handle(Say(text, room=target, quiet=notice))
             else:
-                body = f"* {self.nick} {text[8:-1]}" if action else text
-                self._session.handle(Msg(target, body, quiet=notice))
+                msg = Msg(target, text[8:-1] if action else text, quiet=notice, action=action)
+                if notice:
+                    self._session.handle(msg)
+                else:  # RFC 2812: a PRIVMSG to someone away is answered with 301
+                    self._session.handle(Call(lambda msg=msg: self._tell_away(msg)))
+
+    def _tell_away(self, msg) -> list:
+        user = self.factory.hub.find(msg.nick)
+        if user is not None and getattr(user, "away", None):
+            self._reply(self._numeric_text("301", user.nick, user.away))
+        return [msg]
 
     def irc_NOTICE(self, message) -> None:
         self.irc_PRIVMSG(message, notice=True)
@@ -590,12 +601,14 @@ class IRCChatProtocol(LineChatProtocol):
         me = self._me
         if kind is Reply:
             return event.text
-        if kind is Private:
-            return render._message(event.sender, "PRIVMSG", me, event.text, event.time)
-        if kind is PrivateSent:
-            if not self.echo:
+        if kind is Private or kind is PrivateSent:
+            if kind is PrivateSent and not self.echo:
                 return ""
-            return render._message(me, "PRIVMSG", event.recipient, event.text, event.time)
+            text = f"\x01ACTION {event.text}\x01" if event.action else event.text
+            command = "NOTICE" if event.notice else "PRIVMSG"
+            if kind is Private:
+                return render._message(event.sender, command, me, text, event.time)
+            return render._message(me, command, event.recipient, text, event.time)
         if kind is Registered:
             return "".join(self.registered(event.nick))
         if kind is RoomJoined:
@@ -611,7 +624,8 @@ class IRCChatProtocol(LineChatProtocol):
             lines.extend(self._names_lines(room, nicks))
             return "".join(lines)
         if kind is RoomParted:
-            return ircwire.line(render.source(me), "PART", event.room)
+            params = (event.room, event.reason) if event.reason else (event.room,)
+            return ircwire.line(render.source(me), "PART", *params)
         if kind is CurrentRoom or kind is Welcome:
             return ""
         if kind is TopicIs:
@@ -663,8 +677,9 @@ class IRCChatProtocol(LineChatProtocol):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(event.time))
         body = event.text if kind is Said else f"* {event.nick} {event.text}"
         line = f"[{when}] <{event.nick}> {body}" if kind is Said else f"[{when}] {body}"
-        return render._message(self.factory.server_name, "NOTICE", event.room, line,
-                               event.time, tags={})
+        head = f":{self.factory.server_name} NOTICE {event.room} :"
+        budget = ircwire.MAX_MESSAGE - 2 - len(head.encode("utf-8"))
+        return "".join(f"{head}{piece}\r\n" for piece in split_text(line, budget))
 
     def _error_reply(self, kind: str, subject: str, command: str, text: str) -> str:
         """A refusal as the numeric IRC clients expect for it."""
@@ -691,8 +706,11 @@ class IRCChatProtocol(LineChatProtocol):
             return ircwire.trailing(server, "NOTICE", me, f"! {text}")
         return ircwire.trailing(server, numeric[0], me, *numeric[1:])
 
+    _quit_reason = None
+
     def close(self, reason: str):
-        """C{ERROR :Closing Link: HOST (reason)}, then hang up."""
+        """C{ERROR :Closing Link: HOST (reason)}, then hang up (after QUIT: its reason)."""
+        reason = self._quit_reason or reason
         return self._close_with(
             ircwire.trailing(None, "ERROR", f"Closing Link: {self._host} ({reason})")
             .encode("utf-8", errors="replace")
