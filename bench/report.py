@@ -157,6 +157,25 @@ def shape_targets(results: dict) -> list[str]:
                 "%s vs %s ms: %s" % (_fmt(p_ours), _fmt(p_ng), _verdict(p_ok, limit)),
                 _verdict(_overload_ok(ours)),
             ])
+            irc = row.get("chatroom-irc")
+            if irc is not None:  # the same load from IRC clients: like for like with ngircd
+                d_irc = _best(irc, "deliveries_per_s")
+                r_irc = d_irc / d_ng if d_irc is not None and d_ng else None
+                p_irc = (irc.get("at_reference") or {}).get("p99_ms")
+                p_irc_ok = None
+                if p_ng is not None and irc.get("at_reference"):
+                    p_irc_ok = (p_irc is not None and p_irc <= p_ng
+                                and irc["at_reference"]["ok"])
+                mine = held_back(irc)
+                rows.append([
+                    "IRC %s N=%s" % (shape, users),
+                    _fmt_int(d_irc) + (" (%s)" % mine if mine else ""),
+                    _fmt_int(d_ng) + (" (held back)" if limit else ""),
+                    "-" if r_irc is None else "%.2fx: %s" % (r_irc, _verdict(r_irc >= 1.0, limit)),
+                    "-", "-",
+                    "%s vs %s ms: %s" % (_fmt(p_irc), _fmt(p_ng), _verdict(p_irc_ok, limit)),
+                    _verdict(_overload_ok(irc)),
+                ])
     return _table(["shape", "chatroom deliveries/s", "ngircd", "vs ngircd (>= 1.0x)", "seed",
                    "vs seed (>= 5x)", "p99 at half ngircd's best, chatroom vs ngircd (<=)",
                    "chatroom at 2x saturation: no connection closed, every line arrived"], rows)
@@ -176,6 +195,18 @@ def other_targets(results: dict) -> list[str]:
                  "%s (%s vs %s KiB, %s)" % ("-" if mem is None or not ng_mem else
                                            "%.2fx" % (mem / ng_mem), _fmt(mem), _fmt(ng_mem), both),
                  "-" if mem is None or not ng_mem else ("met" if mem <= 3 * ng_mem else "NOT met")])
+    irc_same = conn.get("chatroom-irc-at-ngircd-count")
+    irc = irc_same if irc_same and "rss_per_conn_kb" in irc_same else conn.get("chatroom-irc")
+    if irc:
+        mem = irc.get("rss_per_conn_kb")
+        both = "%s vs %s users" % (_fmt_int(irc.get("connected_at_broadcast")),
+                                   _fmt_int(ng.get("connected_at_broadcast")))
+        rows.append(["IRC: memory per connection vs ngircd, same user count (<= 3x)",
+                     "%s (%s vs %s KiB, %s)" % ("-" if mem is None or not ng_mem else
+                                               "%.2fx" % (mem / ng_mem), _fmt(mem),
+                                               _fmt(ng_mem), both),
+                     "-" if mem is None or not ng_mem else
+                     ("met" if mem <= 3 * ng_mem else "NOT met")])
     ch = conn.get("chatroom") or {}
     last, got, want = ch.get("broadcast_last_s"), ch.get("broadcast_received"), \
         ch.get("broadcast_expected")
@@ -183,6 +214,15 @@ def other_targets(results: dict) -> list[str]:
                  "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
                                        _fmt_int(got), _fmt_int(want)),
                  "-" if last is None else ("met" if last < 1.0 and got == want else "NOT met")])
+    ci = conn.get("chatroom-irc") or {}
+    if ci:
+        last, got, want = (ci.get("broadcast_last_s"), ci.get("broadcast_received"),
+                           ci.get("broadcast_expected"))
+        rows.append(["IRC: broadcast to all %s users (< 1 s)" % _fmt_int(ci.get("users")),
+                     "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
+                                           _fmt_int(got), _fmt_int(want)),
+                     "-" if last is None else
+                     ("met" if last < 1.0 and got == want else "NOT met")])
     on, off, ratio, best = (_get(results, "history", k)
                             for k in ("median_on", "median_off", "ratio", "best_ratio"))
     rounds = {name: ", ".join(_fmt_int((r.get("best") or {}).get("deliveries_per_s"))
@@ -325,9 +365,10 @@ def _connections_section(results: dict) -> list[str]:
         "while the generator drains every socket (each join is announced to the room). After "
         "the server was quiet for 1 s the generator reads its VmRSS and subtracts the figure "
         "from before the first connection; then one user sends one line and the time until "
-        "the last of the others has it is measured. `chatroom-at-ngircd-count` is chatroom "
-        "measured again with as many users as ngircd logged in (only when ngircd fell short), "
-        "so memory per connection compares at the same count." % _fmt_int(cp.get("users")),
+        "the last of the others has it is measured. `chatroom-at-ngircd-count` (and "
+        "`chatroom-irc-at-ngircd-count`) is chatroom (with IRC clients) measured again with as "
+        "many users as ngircd logged in (only when ngircd fell short), so memory per connection "
+        "compares at the same count." % _fmt_int(cp.get("users")),
         "",
     ]
     specs = [

@@ -48,7 +48,8 @@ FULL = {
                 "capacity_s": 2.5, "capacity_drain_s": 5.0},
     "udp": {"users": 50, "losses": [0.0, 0.2], "msgs_per_user_per_s": 2, "duration_s": 3,
             "reorder": 0.05, "drain_s": {"chatroom": 8, "seed": 1}},
-    "connections": {"users": 10000, "servers": ["chatroom", "ngircd"], "login_timeout": 45,
+    "connections": {"users": 10000, "servers": ["chatroom", "chatroom-irc", "ngircd"],
+                    "login_timeout": 45,
                     "broadcast_timeout": 20, "overhead_s": 12},
 }
 QUICK = {
@@ -62,13 +63,14 @@ QUICK = {
                 "capacity_s": 2.0, "capacity_drain_s": 5.0},
     "udp": {"users": 50, "losses": [0.2], "msgs_per_user_per_s": 2, "duration_s": 2,
             "reorder": 0.05, "drain_s": {"chatroom": 3, "seed": 0.5}},
-    "connections": {"users": 1000, "servers": ["chatroom", "ngircd"], "login_timeout": 10,
+    "connections": {"users": 1000, "servers": ["chatroom", "chatroom-irc", "ngircd"],
+                    "login_timeout": 10,
                     "broadcast_timeout": 10, "overhead_s": 3},
 }
 SMOKE = {
     "budget_s": 60,
     "shares": {"shapes": 1.0, "history": 1.0, "udp": 1.0},
-    "servers": ["chatroom", "seed"],
+    "servers": ["chatroom", "chatroom-irc", "seed"],
     "scenarios": ["shapes"],
     "shapes": dict(STEP, users=[6], rooms_users=24, rooms=4, udp_users=[5], step_seconds=0.2,
                    drain_seconds=1.0, overload_drain_seconds=1.0, probe_rate=50,
@@ -194,6 +196,8 @@ def shapes(cfg: dict, servers: list[str], tmp: Path, budget: Budget, out: Path,
         for name in order:
             if kind == "udp" and make_server(name).udp_kind != "chatroom":
                 continue
+            if kind == "rooms" and name == "chatroom-irc":
+                continue  # the IRC rows are the single-room shapes, beside the IRC servers
             runs_left -= 1
             # Each run may take its fair part of what is left, but no more than shape_s per shape.
             per = budget.left_until(share) / (runs_left + 1)
@@ -453,12 +457,13 @@ def run_connections(cfg, servers, tmp, budget, out, results) -> None:
         _partial(out, results)
     ref = results["connections"].get(REFERENCE) or {}
     reached = (ref.get("login") or {}).get("logged_in")
-    if "chatroom" in todo and reached and reached < cc["users"] and budget.left() > 20:
-        say("connections N=%d on chatroom, the count ngircd reached" % reached)
-        res = with_server("chatroom", tmp, "conn-same", lambda s: connections(
-            s, cc, reached, min(cc["login_timeout"], budget.left() - 15)))
-        results["connections"]["chatroom-at-ngircd-count"] = res
-        _partial(out, results)
+    for name in ("chatroom", "chatroom-irc"):
+        if name in todo and reached and reached < cc["users"] and budget.left() > 20:
+            say("connections N=%d on %s, the count ngircd reached" % (reached, name))
+            res = with_server(name, tmp, "conn-same", lambda s: connections(
+                s, cc, reached, min(cc["login_timeout"], (budget.left() - 15) / 2)))
+            results["connections"]["%s-at-ngircd-count" % name] = res
+            _partial(out, results)
 
 
 def _partial(out: Path, results: dict) -> None:

@@ -202,6 +202,26 @@ class ChatroomServer(Server):
                 "--history", str(self.workdir / "history.sqlite3") if self.history else "none"]
 
 
+class ChatroomIrcServer(ChatroomServer):
+    """chatroom with IRC clients: the same process, its IRC listener only (``--irc``)."""
+
+    def __init__(self) -> None:
+        super().__init__(history=True)
+        self.name, self.proto, self.udp_kind = "chatroom-irc", "irc", None
+        self.notes = ["as chatroom, with the IRC listener only (--tcp off --udp off, "
+                      "--irc on the port under test, --server-name bench.local); clients "
+                      "register without CAP (NICK, USER), JOIN, then PRIVMSG"]
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "twisted", "--reactor=epoll",
+                "--log-file=%s" % (self.workdir / "chatroom.log"),
+                "chatroom", "--tcp", "off", "--udp", "off",
+                "--irc", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
+                "--server-name", "bench.local",
+                "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
+                "--history", str(self.workdir / "history.sqlite3")]
+
+
 class SeedServer(Server):
     """The seed-style threaded baseline from ``bench/baselines/seed_server.py``."""
 
@@ -330,7 +350,7 @@ class InspircdServer(Server):
                 "--config=%s" % (self.workdir / "inspircd.conf")]
 
 
-ALL_SERVERS = ("chatroom", "seed", "ngircd", "inspircd")
+ALL_SERVERS = ("chatroom", "chatroom-irc", "seed", "ngircd", "inspircd")
 APT_PACKAGES = {"ngircd": "ngircd", "inspircd": "inspircd"}
 
 
@@ -338,5 +358,5 @@ def make_server(name: str) -> Server:
     """Build the adapter for one server by its report name."""
     if name == "chatroom-nohistory":
         return ChatroomServer(history=False)
-    return {"chatroom": ChatroomServer, "seed": SeedServer,
+    return {"chatroom": ChatroomServer, "chatroom-irc": ChatroomIrcServer, "seed": SeedServer,
             "ngircd": NgircdServer, "inspircd": InspircdServer}[name]()

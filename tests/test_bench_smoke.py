@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds; the smoke run itself takes well under a minute
-SHAPES = {"loud": ("chatroom", "seed"), "all": ("chatroom", "seed"),
+SHAPES = {"loud": ("chatroom", "chatroom-irc", "seed"), "all": ("chatroom", "chatroom-irc", "seed"),
           "rooms": ("chatroom", "seed"), "udp": ("chatroom",)}
 
 
