@@ -12,6 +12,7 @@ TEST_PROGRAMS := telnet tmux irssi gcc
 SOURCES := $(shell find chatservice twisted -name '*.py') setup.cfg pyproject.toml
 TCP ?= 12345
 UDP ?= 12346
+IRC ?= 6667
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-programs bench bench-quick bench-smoke clean
@@ -40,7 +41,7 @@ test-programs:
 	fi
 
 run: $(STAMP)
-	$(BIN)/twistd -n chatroom --tcp $(TCP) --udp $(UDP)
+	$(BIN)/twistd -n chatroom --tcp $(TCP) --udp $(UDP) --irc $(IRC)
 
 test: $(TEST_STAMP) test-programs
 	$(BIN)/lint-imports

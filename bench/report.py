@@ -191,21 +191,25 @@ def other_targets(results: dict) -> list[str]:
     mem, ng_mem = ours.get("rss_per_conn_kb"), ng.get("rss_per_conn_kb")
     both = "%s vs %s users" % (_fmt_int(ours.get("connected_at_broadcast")),
                                _fmt_int(ng.get("connected_at_broadcast")))
+    alike = ours.get("connected_at_broadcast") == ng.get("connected_at_broadcast")
     rows.append(["memory per connection vs ngircd, same user count (<= 3x)",
-                 "%s (%s vs %s KiB, %s)" % ("-" if mem is None or not ng_mem else
-                                           "%.2fx" % (mem / ng_mem), _fmt(mem), _fmt(ng_mem), both),
-                 "-" if mem is None or not ng_mem else ("met" if mem <= 3 * ng_mem else "NOT met")])
-    irc_same = conn.get("chatroom-irc-at-ngircd-count")
-    irc = irc_same if irc_same and "rss_per_conn_kb" in irc_same else conn.get("chatroom-irc")
+                 "%s (%s vs %s KiB, %s%s)" % ("-" if mem is None or not ng_mem else
+                                             "%.2fx" % (mem / ng_mem), _fmt(mem), _fmt(ng_mem),
+                                             both, "" if alike else ": not the same count"),
+                 "-" if mem is None or not ng_mem else "not counted" if not alike else
+                 ("met" if mem <= 3 * ng_mem else "NOT met")])
+    irc = conn.get("chatroom-irc-at-ngircd-count") or conn.get("chatroom-irc")
     if irc:
         mem = irc.get("rss_per_conn_kb")
+        alike = irc.get("connected_at_broadcast") == ng.get("connected_at_broadcast")
         both = "%s vs %s users" % (_fmt_int(irc.get("connected_at_broadcast")),
                                    _fmt_int(ng.get("connected_at_broadcast")))
         rows.append(["IRC: memory per connection vs ngircd, same user count (<= 3x)",
-                     "%s (%s vs %s KiB, %s)" % ("-" if mem is None or not ng_mem else
-                                               "%.2fx" % (mem / ng_mem), _fmt(mem),
-                                               _fmt(ng_mem), both),
-                     "-" if mem is None or not ng_mem else
+                     "%s (%s vs %s KiB, %s%s)" % ("-" if mem is None or not ng_mem else
+                                                 "%.2fx" % (mem / ng_mem), _fmt(mem),
+                                                 _fmt(ng_mem), both,
+                                                 "" if alike else ": not the same count"),
+                     "-" if mem is None or not ng_mem else "not counted" if not alike else
                      ("met" if mem <= 3 * ng_mem else "NOT met")])
     ch = conn.get("chatroom") or {}
     last, got, want = ch.get("broadcast_last_s"), ch.get("broadcast_received"), \
@@ -214,11 +218,12 @@ def other_targets(results: dict) -> list[str]:
                  "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
                                        _fmt_int(got), _fmt_int(want)),
                  "-" if last is None else ("met" if last < 1.0 and got == want else "NOT met")])
-    ci = conn.get("chatroom-irc") or {}
+    ci = irc or {}
     if ci:
         last, got, want = (ci.get("broadcast_last_s"), ci.get("broadcast_received"),
                            ci.get("broadcast_expected"))
-        rows.append(["IRC: broadcast to all %s users (< 1 s)" % _fmt_int(ci.get("users")),
+        rows.append(["IRC: broadcast to all %s users, ngircd's count (< 1 s)"
+                     % _fmt_int(ci.get("users")),
                      "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
                                            _fmt_int(got), _fmt_int(want)),
                      "-" if last is None else
