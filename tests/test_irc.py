@@ -179,7 +179,7 @@ class RegistrationTests(_Harness):
         proto, out = self.open()
         self.send(proto, "CAP LS 302")
         self.assertEqual(self.read(out),
-                         [f":{SERVER} CAP * LS :batch echo-message server-time"])
+                         [f":{SERVER} CAP * LS :batch echo-message message-tags server-time"])
 
     def test_cap_req_ack(self):
         """CAP REQ of known capabilities is ACKed with the same list."""
@@ -194,7 +194,7 @@ class RegistrationTests(_Harness):
         self.send(proto, "CAP LS 302", "NICK alice", "USER alice 0 * :Alice",
                   "CAP REQ :server-time echo-message")
         self.assertEqual(self.read(out), [
-            f":{SERVER} CAP * LS :batch echo-message server-time",
+            f":{SERVER} CAP * LS :batch echo-message message-tags server-time",
             f":{SERVER} CAP * ACK :server-time echo-message",
         ])
         self.assertIsNone(proto.nick)
@@ -862,3 +862,75 @@ class ShutdownTests(_Harness):
             self.assertEqual(self.read(out),
                              ["ERROR :Closing Link: 127.0.0.1 (server shutting down)"])
             self.assertTrue(out.disconnecting)
+
+
+class MessageTagsTests(_Harness):
+    """IRCv3 message-tags: msgid on every message, client-only tags relayed, TAGMSG, 417."""
+
+    def setUp(self):
+        super().setUp()
+        self.alice, self.alice_out = self.user("alice", "message-tags echo-message")
+        self.bob, self.bob_out = self.user("bob", "message-tags")
+        self.carol, self.carol_out = self.user("carol")
+        self.joined("#a", (self.alice, self.alice_out), (self.bob, self.bob_out),
+                    (self.carol, self.carol_out))
+
+    def test_client_tags_and_msgid_relayed(self):
+        """A PRIVMSG's +tags reach message-tags clients with a msgid; others get the bare line."""
+        tom, tom_out = self.line_user("tom")
+        tom.dataReceived(b"/join #a\n")
+        self.clock.advance(0)
+        for out in (tom_out, self.alice_out, self.bob_out, self.carol_out):
+            out.clear()
+        self.send(self.alice, "@+draft/reply=42;+x=a\\sb;other=dropped PRIVMSG #a :hi")
+        [to_bob] = self.read(self.bob_out)
+        tags, rest = to_bob.split(" ", 1)
+        self.assertEqual(rest, ":alice!chat@irc.test PRIVMSG #a :hi")
+        fields = dict(item.partition("=")[::2] for item in tags[1:].split(";"))
+        self.assertEqual(fields["+draft/reply"], "42")
+        self.assertEqual(fields["+x"], "a\\sb")
+        self.assertNotIn("other", fields)
+        self.assertTrue(fields["msgid"].isdigit())
+        self.assertEqual(self.read(self.carol_out), [":alice!chat@irc.test PRIVMSG #a :hi"])
+        self.assertEqual(tom_out.value(), b"alice: hi\r\n")
+        [echo] = self.read(self.alice_out)  # echo-message: the same message, same msgid
+        self.assertEqual(echo, to_bob)
+
+    def test_tagmsg_reaches_only_message_tags_clients(self):
+        """TAGMSG #room: to message-tags members (and the sender's echo); nothing to others."""
+        tom, tom_out = self.line_user("tom")
+        tom.dataReceived(b"/join #a\n")
+        self.clock.advance(0)
+        for out in (tom_out, self.alice_out, self.bob_out, self.carol_out):
+            out.clear()
+        self.send(self.alice, "@+typing=active TAGMSG #a")
+        [to_bob] = self.read(self.bob_out)
+        self.assertTrue(to_bob.startswith("@"))
+        self.assertIn("+typing=active", to_bob)
+        self.assertTrue(to_bob.endswith(" :alice!chat@irc.test TAGMSG #a"))
+        self.assertEqual(self.read(self.carol_out), [])
+        self.assertEqual(tom_out.value(), b"")
+        self.assertEqual(self.read(self.alice_out), [to_bob])
+
+    def test_tagmsg_to_a_nick(self):
+        """TAGMSG nick reaches that user; to nobody it is 401."""
+        self.send(self.alice, "@+typing=paused TAGMSG bob", "@+typing=paused TAGMSG nobody")
+        [to_bob] = self.read(self.bob_out)
+        self.assertTrue(to_bob.endswith(" :alice!chat@irc.test TAGMSG bob"))
+        self.assertEqual(self.read(self.alice_out)[-1],
+                         f":{SERVER} 401 alice nobody :No such nick/channel")
+
+    def test_client_tags_over_4094_bytes_417(self):
+        """More than 4094 bytes of client tags: 417, and the connection goes on."""
+        self.send(self.alice, "@+big=" + "v" * 4094 + " PRIVMSG #a :hi", "PING :still")
+        self.assertEqual(self.read(self.alice_out),
+                         [f":{SERVER} 417 alice :Input line was too long",
+                          f":{SERVER} PONG {SERVER} :still"])
+        self.assertEqual(self.read(self.bob_out), [])
+
+    def test_without_message_tags_no_client_tags_sent(self):
+        """A client without message-tags cannot send client tags: they are dropped."""
+        self.send(self.carol, "@+x=1 PRIVMSG #a :plain")
+        [to_bob] = self.read(self.bob_out)
+        self.assertNotIn("+x", to_bob)
+        self.assertIn("msgid=", to_bob)

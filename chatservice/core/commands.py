@@ -22,6 +22,7 @@ class Say:
     text: str
     room: str | None = None
     quiet: bool = False
+    tags: tuple = ()  # client-only tags, (name, value) pairs (IRC's message-tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ class Me:
     text: str
     room: str | None = None
     quiet: bool = False
+    tags: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,15 @@ class Msg:
     text: str
     quiet: bool = False
     action: bool = False  # a private C{/me} (IRC's CTCP ACTION to a nick)
+    tags: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TagMsg:
+    """Client-only C{tags} without text to a room or a nick (IRC's TAGMSG)."""
+
+    target: str
+    tags: tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +133,7 @@ class Call:
 
 
 Command = (Say | Me | Msg | Nick | Quit | Who | Help | Join | Part | Rooms | Topic | History
-           | Call)
+           | Call | TagMsg)
 
 #: The most lines /history shows at once, and how many it shows when not told.
 HISTORY_MAX = 200

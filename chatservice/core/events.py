@@ -28,6 +28,9 @@ class Said:
     nick: str
     text: str
     notice: bool = False
+    #: Client-only tags (IRCv3 C{+name}, value) the sender attached; IRC clients that
+    #: negotiated message-tags see them, nobody else does, and history does not keep them.
+    tags: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Emote:
     room: str
     nick: str
     text: str
+    tags: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ class Private:
     text: str
     notice: bool = False
     action: bool = False  # C{text} is what C{sender} does (a private C{/me})
+    tags: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,22 @@ class PrivateSent:
     text: str
     notice: bool = False
     action: bool = False
+    tags: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TagMessage:
+    """
+    Tags without a message (IRCv3 TAGMSG: typing notices, reactions) from C{nick} to
+    C{target}, a room or a nick.  Only IRC clients that negotiated message-tags see it;
+    line users see nothing, and it is never stored.
+    """
+
+    id: int
+    time: float
+    nick: str
+    target: str
+    tags: tuple
 
 
 # -- replies to one user ------------------------------------------------------

@@ -33,6 +33,7 @@ from chatservice.core.events import (
     Renamed,
     Replayed,
     Said,
+    TagMessage,
     TopicChanged,
 )
 from chatservice.core.ids import IdGenerator
@@ -301,26 +302,28 @@ class Hub:
 
     # -- lines -------------------------------------------------------------------
 
-    def say(self, participant, room: Room, text: str, notice: bool = False) -> None:
+    def say(self, participant, room: Room, text: str, notice: bool = False,
+            tags: tuple = ()) -> None:
         """
         C{participant} says C{text} in C{room}: to everyone there but itself,
         unless it asks to see its own lines (C{participant.echo}, IRC's echo-message).
         """
         self._turn.publish(
             Said(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text,
-                 notice),
+                 notice, tags),
             room, exclude=None if participant.echo else participant,
         )
 
-    def emote(self, participant, room: Room, text: str) -> None:
+    def emote(self, participant, room: Room, text: str, tags: tuple = ()) -> None:
         """C{participant} does C{text} in C{room} (C{/me})."""
         self._turn.publish(
-            Emote(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text),
+            Emote(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text,
+                  tags),
             room, exclude=None if participant.echo else participant,
         )
 
     def private(self, sender, nick: str, text: str, notice: bool = False,
-                action: bool = False) -> None:
+                action: bool = False, tags: tuple = ()) -> None:
         """
         Send C{text} from C{sender} to the user called C{nick}, wherever they
         are, and show the sender what went where.
@@ -332,9 +335,31 @@ class Hub:
             raise NoSuchUser(f"no such user: {nick}", subject=nick)
         message_id, now = self._stamp()
         self._turn.tell(recipient, Private(message_id, now, sender.nick, recipient.nick, text,
-                                           notice, action))
+                                           notice, action, tags))
         self._turn.tell(sender, PrivateSent(message_id, now, recipient.nick, text, notice,
-                                            action))
+                                            action, tags))
+
+    def tag_room(self, participant, room: Room, tags: tuple) -> None:
+        """Client-only C{tags} without text for C{room}'s members (IRC's TAGMSG)."""
+        self._turn.publish(
+            TagMessage(*self._stamp(), participant.nick, room.name, tags),
+            room, exclude=None if participant.echo else participant,
+        )
+
+    def tag_user(self, sender, nick: str, tags: tuple) -> None:
+        """
+        Client-only C{tags} without text for the user called C{nick} (and the sender,
+        if it wants its own messages back).
+
+        @raise NoSuchUser: nobody online is called C{nick}.
+        """
+        recipient = self.find(nick)
+        if recipient is None:
+            raise NoSuchUser(f"no such user: {nick}", subject=nick)
+        event = TagMessage(*self._stamp(), sender.nick, recipient.nick, tags)
+        self._turn.tell(recipient, event)
+        if sender.echo and sender is not recipient:
+            self._turn.tell(sender, event)
 
     def tell(self, participant, event) -> None:
         """Send C{event} to C{participant} alone, in order with everything else."""

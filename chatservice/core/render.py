@@ -30,6 +30,7 @@ from chatservice.core.events import (
     RoomList,
     RoomParted,
     Said,
+    TagMessage,
     TopicChanged,
     TopicIs,
     Welcome,
@@ -173,7 +174,13 @@ def as_line(event, current: str | None = None) -> str:
 
 
 def as_bytes(event, line_end: bytes = LINE_END, current: str | None = None) -> bytes:
-    """C{as_line(event)} encoded as UTF-8, each line ending in C{line_end} (CRLF by default)."""
+    """
+    C{as_line(event)} encoded as UTF-8, each line ending in C{line_end} (CRLF by
+    default); nothing at all for tags without text (L{TagMessage}), which line users
+    do not see.
+    """
+    if type(event) is TagMessage:
+        return b""
     line = as_line(event, current)
     if "\n" in line:
         line = line.replace("\n", line_end.decode("ascii") or "\n")

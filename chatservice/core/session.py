@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from chatservice.core import commands
 from chatservice.core.commands import (
-    Call, Help, History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic, Who,
+    Call, Help, History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, TagMsg, Topic, Who,
 )
 from chatservice.core.errors import ChatError, InvalidNick, NotAllowed, NotInRoom
 from chatservice.core.events import (
@@ -277,14 +277,21 @@ class Session:
         hub, me = self._hub, self._participant
         kind = type(command)
         if kind is Say:
-            hub.say(me, self._named_or_current(command.room), command.text, command.quiet)
+            hub.say(me, self._named_or_current(command.room), command.text, command.quiet,
+                    command.tags)
         elif kind is Me:
-            hub.emote(me, self._named_or_current(command.room), command.text)
+            hub.emote(me, self._named_or_current(command.room), command.text, command.tags)
+        elif kind is TagMsg:
+            if command.target.startswith("#"):
+                hub.tag_room(me, self._named_or_current(command.target), command.tags)
+            else:
+                hub.tag_user(me, command.target, command.tags)
         elif kind is Call:
             for then in command.fn() or ():
                 self._apply(_scrubbed(then))
         elif kind is Msg:
-            hub.private(me, command.nick, command.text, command.quiet, command.action)
+            hub.private(me, command.nick, command.text, command.quiet, command.action,
+                        command.tags)
         elif kind is Join:
             self._join(command.room)
         elif kind is Part:

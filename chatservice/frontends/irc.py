@@ -19,13 +19,16 @@ import time
 from twisted.logger import Logger
 
 from chatservice import __version__
-from chatservice.core.commands import Call, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic
+from chatservice.core.commands import (
+    Call, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, TagMsg, Topic,
+)
 from chatservice.core.errors import BadUsage, ChatError
 from chatservice.core.events import (
     CurrentRoom, Emote, HelpText, HistoryEnd, HistoryStart, Joined, Left, Notice, Parted,
     Private, PrivateSent, Refusal, Registered, Renamed, Replayed, Reply, RoomJoined,
-    RoomList, RoomParted, Said, TopicChanged, TopicIs, Welcome, WhoList,
+    RoomList, RoomParted, Said, TagMessage, TopicChanged, TopicIs, Welcome, WhoList,
 )
+from chatservice.core.render import scrub
 from chatservice.core.names import fold
 from chatservice.core.nicks import NICK_MAX_LENGTH
 from chatservice.core.session import Session
@@ -33,7 +36,7 @@ from chatservice.frontends import ircwire
 from chatservice.frontends.line import LineChatFactory, LineChatProtocol
 
 #: Capabilities offered in C{CAP LS}; anything else requested is NAKed.
-CAPABILITIES = ("batch", "echo-message", "server-time")
+CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
 
 #: Longest room name (C{#} included) and topic advertised in 005.
 CHANNEL_LENGTH = 51
@@ -70,25 +73,33 @@ class IRCRender:
     shared run are made once for all of them.
     """
 
-    def __init__(self, server: str, server_time: bool, batch: bool):
+    def __init__(self, server: str, server_time: bool, batch: bool, message_tags: bool = False):
         self.server = server
         self.server_time = server_time
         self.batch = batch
-        self.key = ("irc", server_time, batch)
+        self.message_tags = message_tags
+        self.key = ("irc", server_time, batch, message_tags)
 
     def source(self, nick: str) -> str:
         return f"{nick}!chat@{self.server}"
 
-    def _tags(self, moment: float) -> dict | None:
-        return {"time": _iso(moment)} if self.server_time else None
+    def _tags(self, moment: float, event=None) -> dict | None:
+        """C{time} (server-time), C{msgid} and the sender's client-only tags (message-tags)."""
+        tags = {"time": _iso(moment)} if self.server_time else {}
+        if self.message_tags and event is not None:
+            message_id = getattr(event, "id", None)
+            if message_id is not None:
+                tags["msgid"] = str(message_id)
+            tags.update(getattr(event, "tags", ()))
+        return tags or None
 
     def _message(self, nick: str, command: str, target: str, text: str, moment: float,
-                 tags: dict | None = None) -> str:
+                 tags: dict | None = None, event=None) -> str:
         """A PRIVMSG or NOTICE, split so no line passes 512 bytes."""
         head = f":{self.source(nick)} {command} {target} :"
         budget = ircwire.MAX_MESSAGE - 2 - len(head.encode("utf-8"))
         if tags is None:
-            tags = self._tags(moment)
+            tags = self._tags(moment, event)
         prefix = ircwire.tag_section(tags) if tags else ""
         return "".join(f"{prefix}{head}{piece}\r\n" for piece in split_text(text, budget))
 
@@ -97,11 +108,15 @@ class IRCRender:
         kind = type(event)
         if kind is Said:
             return self._message(event.nick, "NOTICE" if event.notice else "PRIVMSG",
-                                 event.room, event.text, event.time)
+                                 event.room, event.text, event.time, event=event)
         if kind is Emote:
             return self._message(event.nick, "PRIVMSG", event.room,
-                                 f"\x01ACTION {event.text}\x01", event.time)
-        tags = self._tags(event.time) if hasattr(event, "time") else None
+                                 f"\x01ACTION {event.text}\x01", event.time, event=event)
+        tags = self._tags(event.time, event) if hasattr(event, "time") else None
+        if kind is TagMessage:
+            if not self.message_tags:
+                return ""
+            return ircwire.line(self.source(event.nick), "TAGMSG", event.target, tags=tags)
         if kind is Joined:
             return ircwire.line(self.source(event.nick), "JOIN", event.room, tags=tags)
         if kind is Parted:
@@ -361,16 +376,18 @@ class IRCChatProtocol(LineChatProtocol):
         action = text.startswith("\x01ACTION ") and text.endswith("\x01")
         if text.startswith("\x01") and not action:
             return  # other CTCP (VERSION, PING...) is not relayed
+        tags = self._client_tags(message)
         for target in message.params[0].split(","):
             if not target:
                 continue
             if target.startswith("#"):
                 if action:
-                    self._session.handle(Me(text[8:-1], room=target, quiet=notice))
+                    self._session.handle(Me(text[8:-1], room=target, quiet=notice, tags=tags))
                 else:
-                    self._session.handle(Say(text, room=target, quiet=notice))
+                    self._session.handle(Say(text, room=target, quiet=notice, tags=tags))
             else:
-                msg = Msg(target, text[8:-1] if action else text, quiet=notice, action=action)
+                msg = Msg(target, text[8:-1] if action else text, quiet=notice, action=action,
+                          tags=tags)
                 if notice:
                     self._session.handle(msg)
                 else:  # RFC 2812: a PRIVMSG to someone away is answered with 301
@@ -381,6 +398,25 @@ class IRCChatProtocol(LineChatProtocol):
         if user is not None and getattr(user, "away", None):
             self._reply(self._numeric_text("301", user.nick, user.away))
         return [msg]
+
+    def _client_tags(self, message) -> tuple:
+        """The message's client-only tags (C{+name}), if this client negotiated message-tags;
+        their values scrubbed of control characters like any text."""
+        if "message-tags" not in self.caps or not message.tags:
+            return ()
+        return tuple((key, scrub(value)) for key, value in message.tags.items()
+                     if key.startswith("+"))
+
+    def irc_TAGMSG(self, message) -> None:
+        if not message.params or not message.params[0]:
+            self._reply(self._numeric_text("411", "No recipient given (TAGMSG)"))
+            return
+        tags = self._client_tags(message)
+        if not tags:
+            return  # nothing to relay (a client without message-tags, or no client tags)
+        for target in message.params[0].split(","):
+            if target:
+                self._session.handle(TagMsg(target, tags))
 
     def irc_NOTICE(self, message) -> None:
         self.irc_PRIVMSG(message, notice=True)
@@ -607,8 +643,9 @@ class IRCChatProtocol(LineChatProtocol):
             text = f"\x01ACTION {event.text}\x01" if event.action else event.text
             command = "NOTICE" if event.notice else "PRIVMSG"
             if kind is Private:
-                return render._message(event.sender, command, me, text, event.time)
-            return render._message(me, command, event.recipient, text, event.time)
+                return render._message(event.sender, command, me, text, event.time, event=event)
+            return render._message(me, command, event.recipient, text, event.time,
+                                   event=event)
         if kind is Registered:
             return "".join(self.registered(event.nick))
         if kind is RoomJoined:
@@ -737,7 +774,7 @@ class IRCChatFactory(LineChatFactory):
 
     def render_for(self, caps) -> IRCRender:
         """One renderer per capability set, shared by every client with that set."""
-        key = ("server-time" in caps, "batch" in caps)
+        key = ("server-time" in caps, "batch" in caps, "message-tags" in caps)
         render = self._renders.get(key)
         if render is None:
             render = self._renders[key] = IRCRender(self.server_name, *key)

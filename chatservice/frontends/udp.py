@@ -194,6 +194,8 @@ class UdpPeer:
         try:
             for event in batch:
                 data = render(event, current)
+                if not data:
+                    continue  # tags without text (IRC's TAGMSG): nothing for UDP users
                 if b"\n" in data:
                     for line in data.split(b"\n"):
                         send_line(line)
