@@ -262,6 +262,19 @@ class RoomTests(HubTestMixin, SynchronousTestCase):
         alice.session.handle("/quit")
         self.assertEqual(self.hub.rooms(), (("#lobby", 1, ""),))
 
+    def test_room_lookup_follows_rooms_that_go_and_come_back(self):
+        """room() remembers spellings it was asked for, but never answers with a room that
+        is gone: after the last member parts it is NoSuchRoom, then the room made again."""
+        alice = self.connect("alice", "#dev")
+        first = self.hub.room("#Dev")
+        self.assertIs(self.hub.room("#Dev"), first)
+        self.hub.part(alice, first, "")
+        self.assertRaises(NoSuchRoom, self.hub.room, "#Dev")
+        again = self.hub.join(alice, "#dev")
+        self.assertIsNot(again, first)
+        self.assertIs(self.hub.room("#Dev"), again)
+        self.assertRaises(InvalidRoom, self.hub.room, "#bad name")
+
     def test_room_made_again_is_new(self):
         """A room that disappeared comes back empty of topic, under its new creator's spelling."""
         alice = self.connect("alice", "#dev")

@@ -46,6 +46,9 @@ from chatservice.core.rooms import Room
 REPLAY_TIMEOUT = 10.0
 
 
+#: How many spellings of room names L{Hub.room} remembers before starting again.
+_SPELLINGS = 4096
+
 class Hub:
     """
     The server-wide state of one service.
@@ -73,6 +76,7 @@ class Hub:
         self._sessions: dict = {}  # participant -> session, everyone connected
         self._by_nick: dict = {}  # folded nick -> participant, everyone joined
         self._rooms: dict = {}  # folded room name -> Room
+        self._spellings: dict = {}  # a room's name as users typed it -> Room (a cache)
         self._rooms_of: dict = {}  # participant -> [Room], in joining order
         self._replays: dict = {}  # (participant, room) -> the replay's Deferred
         all_sinks = ([history] if history is not None else []) + list(sinks)
@@ -182,10 +186,16 @@ class Hub:
         @raise InvalidRoom: C{name} is not a room name.
         @raise NoSuchRoom: no such room exists now.
         """
+        room = self._spellings.get(name)
+        if room is not None and self._rooms.get(room.key) is room:
+            return room  # IRC names the room on every line: skip the check and the fold
         key = self._check_name(name)
         room = self._rooms.get(key)
         if room is None:
             raise NoSuchRoom(f"no such room: {name}", subject=name)
+        if len(self._spellings) >= _SPELLINGS:
+            self._spellings.clear()
+        self._spellings[name] = room
         return room
 
     @staticmethod

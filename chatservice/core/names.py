@@ -7,6 +7,8 @@ so C{/msg \\u212aate} would reach C{kate}; IRC's CASEMAPPING=ascii folds the
 same way, so the IRC front-end will agree with every other transport.
 """
 
+import re
+
 _ASCII_UPPER_TO_LOWER = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
 )
@@ -20,15 +22,9 @@ def fold(name: str) -> str:
 ROOM_NAME_MAX = 50
 """Characters after the C{#} in a room name."""
 
-_ROOM_CHARACTERS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
-)
+_ROOM_NAME = re.compile(r"#[A-Za-z0-9\-_.]{1,%d}" % ROOM_NAME_MAX)
 
 
 def is_room_name(name: str) -> bool:
     """Whether C{name} is C{#} and 1 to L{ROOM_NAME_MAX} ASCII letters, digits or C{-_.}."""
-    return (
-        2 <= len(name) <= ROOM_NAME_MAX + 1
-        and name[0] == "#"
-        and all(character in _ROOM_CHARACTERS for character in name[1:])
-    )
+    return _ROOM_NAME.fullmatch(name) is not None

@@ -15,6 +15,7 @@ own USER name is not shown to others), so no address leaks to anyone.
 """
 
 import time
+from itertools import accumulate
 
 from twisted.logger import Logger
 
@@ -609,26 +610,35 @@ class IRCChatProtocol(LineChatProtocol):
     # -- output ------------------------------------------------------------------------
 
     def deliver(self, batch) -> None:
-        """Render each event as IRC; room events are made once per capability set."""
+        """
+        Render each event as IRC: a shared run is encoded once per capability set, with
+        the offset of every line, and each recipient gets a slice of those bytes.  (Runs
+        holding this user's own replies are this user's alone, so caching them is safe.)
+        """
         if self._gone or self.transport.disconnecting:
             return
         render = self._render()
+        key = render.key
         chunks = []
         for shared, start, stop in batch.parts:
-            cached = shared.encoded.get(render.key)
-            if cached is None and len(shared.events) > 1 or cached is not None:
-                if cached is None:
-                    texts = [render.shared(event) for event in shared.events]
-                    cached = shared.encoded[render.key] = texts
-                for event, text in zip(shared.events[start:stop], cached[start:stop]):
-                    chunks.append(text if text is not None else self._own(event, render))
-            else:
-                for event in shared.events[start:stop]:
+            hit = shared.encoded.get(key)
+            if hit is None:
+                pieces = []
+                for event in shared.events:
                     text = render.shared(event)
-                    chunks.append(text if text is not None else self._own(event, render))
-        data = "".join(chunks)
+                    if text is None:
+                        text = self._own(event, render)
+                    pieces.append(text.encode("utf-8", errors="replace"))
+                hit = shared.encoded[key] = (
+                    b"".join(pieces), list(accumulate(map(len, pieces), initial=0)))
+            data, offsets = hit
+            if start == 0 and stop == len(offsets) - 1:
+                chunks.append(data)
+            else:
+                chunks.append(data[offsets[start]:offsets[stop]])
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if data:
-            self._queue.write(data.encode("utf-8", errors="replace"))
+            self._queue.write(data)
 
     def _own(self, event, render: IRCRender) -> str:
         """Events for this user alone: replies, private messages, history."""
