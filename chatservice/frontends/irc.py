@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_irc -*-
 """IRC for irssi, WeeChat, HexChat and bots: the same rooms, nicks and history as every transport.
 
-Rooms are channels.  An IRC connection is a line connection (L{LineChatProtocol}
+Rooms are channels.  An IRC connection is a stream connection (L{StreamChatProtocol}
 gives it framing, the input gate, flood pauses, the send queue and its bound)
 whose lines are IRC messages: registration (CAP, PASS, NICK, USER) is handled
 here, then each command becomes a command value for the user's L{Session},
@@ -34,7 +34,7 @@ from chatservice.core.names import fold
 from chatservice.core.nicks import NICK_MAX_LENGTH
 from chatservice.core.session import Session
 from chatservice.frontends import ircwire
-from chatservice.frontends.line import LineChatFactory, LineChatProtocol
+from chatservice.frontends.stream import StreamChatFactory, StreamChatProtocol
 
 #: Capabilities offered in C{CAP LS}; anything else requested is NAKed.
 CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
@@ -133,7 +133,7 @@ class IRCRender:
         return None
 
 
-class IRCChatProtocol(LineChatProtocol):
+class IRCChatProtocol(StreamChatProtocol):
     """
     One IRC client: registration, then IRC commands as session commands.
 
@@ -141,7 +141,6 @@ class IRCChatProtocol(LineChatProtocol):
     """
 
     via = "irc"
-    telnet = False
     log = Logger()
 
     def __init__(self, factory: "IRCChatFactory", host: str, peer: str | None = None) -> None:
@@ -768,7 +767,7 @@ class IRCChatProtocol(LineChatProtocol):
 _BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
 
 
-class IRCChatFactory(LineChatFactory):
+class IRCChatFactory(StreamChatFactory):
     """Builds one L{IRCChatProtocol} per connection, admitted within the service's limits."""
 
     protocol_class = IRCChatProtocol
