@@ -129,56 +129,74 @@ def _verdict(ok: bool | None, ref_limit: str | None = None) -> str:
     return "met" if ok else "NOT met"
 
 
+def _shape_row(label: str, ours: dict, ng: dict, seed: dict | None) -> list[str]:
+    """One row of the shape targets: C{ours} against ngircd (and the seed baseline, if given)."""
+    d_ours, d_ng = _best(ours, "deliveries_per_s"), _best(ng, "deliveries_per_s")
+    limit = held_back(ng)
+    r_ng = d_ours / d_ng if d_ours is not None and d_ng else None
+    p_ours = (ours.get("at_reference") or {}).get("p99_ms")
+    p_ng = (ng.get("half") or {}).get("p99_ms")
+    p_ok = None
+    if p_ng is not None and ours.get("at_reference"):
+        p_ok = p_ours is not None and p_ours <= p_ng and ours["at_reference"]["ok"]
+    mine = held_back(ours)
+    if seed is None:
+        seed_cells = ["-", "-"]
+    else:
+        d_seed = _best(seed, "deliveries_per_s")
+        r_seed = d_ours / d_seed if d_ours is not None and d_seed else None
+        seed_cells = [_fmt_int(d_seed),
+                      "-" if r_seed is None else "%.2fx: %s" % (r_seed, _verdict(r_seed >= 5.0))]
+    return [
+        label, _fmt_int(d_ours) + (" (%s)" % mine if mine else ""),
+        _fmt_int(d_ng) + (" (held back)" if limit else ""),
+        "-" if r_ng is None else "%.2fx: %s" % (r_ng, _verdict(r_ng >= 1.0, limit)),
+        *seed_cells,
+        "%s vs %s ms: %s" % (_fmt(p_ours), _fmt(p_ng), _verdict(p_ok, limit)),
+        _verdict(_overload_ok(ours)),
+    ]
+
+
 def shape_targets(results: dict) -> list[str]:
-    """The issue's throughput and latency targets per shape and N, with overload verdicts."""
+    """The issue's throughput and latency targets per shape and N, with overload verdicts;
+    chatroom with IRC clients (like for like with ngircd) in a row of its own."""
     rows = []
     for shape in ("loud", "all", "rooms", "udp"):
         for users, row in (results.get("shapes", {}).get(shape) or {}).items():
-            ours = row.get("chatroom") or {}
             ng = row.get("ngircd") or {}
-            seed = row.get("seed") or {}
-            d_ours, d_ng, d_seed = (_best(ours, "deliveries_per_s"), _best(ng, "deliveries_per_s"),
-                                    _best(seed, "deliveries_per_s"))
-            limit = held_back(ng)
-            r_ng = d_ours / d_ng if d_ours is not None and d_ng else None
-            r_seed = d_ours / d_seed if d_ours is not None and d_seed else None
-            p_ours = (ours.get("at_reference") or {}).get("p99_ms")
-            p_ng = (ng.get("half") or {}).get("p99_ms")
-            p_ok = None
-            if p_ng is not None and ours.get("at_reference"):
-                p_ok = p_ours is not None and p_ours <= p_ng and ours["at_reference"]["ok"]
-            mine = held_back(ours)
-            rows.append([
-                "%s N=%s" % (shape, users), _fmt_int(d_ours) + (" (%s)" % mine if mine else ""),
-                _fmt_int(d_ng) + (" (held back)" if limit else ""),
-                "-" if r_ng is None else "%.2fx: %s" % (r_ng, _verdict(r_ng >= 1.0, limit)),
-                _fmt_int(d_seed),
-                "-" if r_seed is None else "%.2fx: %s" % (r_seed, _verdict(r_seed >= 5.0)),
-                "%s vs %s ms: %s" % (_fmt(p_ours), _fmt(p_ng), _verdict(p_ok, limit)),
-                _verdict(_overload_ok(ours)),
-            ])
-            irc = row.get("chatroom-irc")
-            if irc is not None:  # the same load from IRC clients: like for like with ngircd
-                d_irc = _best(irc, "deliveries_per_s")
-                r_irc = d_irc / d_ng if d_irc is not None and d_ng else None
-                p_irc = (irc.get("at_reference") or {}).get("p99_ms")
-                p_irc_ok = None
-                if p_ng is not None and irc.get("at_reference"):
-                    p_irc_ok = (p_irc is not None and p_irc <= p_ng
-                                and irc["at_reference"]["ok"])
-                mine = held_back(irc)
-                rows.append([
-                    "IRC %s N=%s" % (shape, users),
-                    _fmt_int(d_irc) + (" (%s)" % mine if mine else ""),
-                    _fmt_int(d_ng) + (" (held back)" if limit else ""),
-                    "-" if r_irc is None else "%.2fx: %s" % (r_irc, _verdict(r_irc >= 1.0, limit)),
-                    "-", "-",
-                    "%s vs %s ms: %s" % (_fmt(p_irc), _fmt(p_ng), _verdict(p_irc_ok, limit)),
-                    _verdict(_overload_ok(irc)),
-                ])
+            rows.append(_shape_row("%s N=%s" % (shape, users), row.get("chatroom") or {}, ng,
+                                   row.get("seed") or {}))
+            if row.get("chatroom-irc") is not None:
+                rows.append(_shape_row("IRC %s N=%s" % (shape, users), row["chatroom-irc"], ng,
+                                       None))
     return _table(["shape", "chatroom deliveries/s", "ngircd", "vs ngircd (>= 1.0x)", "seed",
                    "vs seed (>= 5x)", "p99 at half ngircd's best, chatroom vs ngircd (<=)",
                    "chatroom at 2x saturation: no connection closed, every line arrived"], rows)
+
+
+def _memory_row(label: str, ours: dict, ng: dict) -> list[str]:
+    """Memory per connection against ngircd's; counted only at the same number of users."""
+    mem, ng_mem = ours.get("rss_per_conn_kb"), ng.get("rss_per_conn_kb")
+    both = "%s vs %s users" % (_fmt_int(ours.get("connected_at_broadcast")),
+                               _fmt_int(ng.get("connected_at_broadcast")))
+    alike = ours.get("connected_at_broadcast") == ng.get("connected_at_broadcast")
+    known = mem is not None and ng_mem
+    return [label,
+            "%s (%s vs %s KiB, %s%s)" % ("%.2fx" % (mem / ng_mem) if known else "-", _fmt(mem),
+                                        _fmt(ng_mem), both,
+                                        "" if alike else ": not the same count"),
+            "-" if not known else "not counted" if not alike else
+            ("met" if mem <= 3 * ng_mem else "NOT met")]
+
+
+def _broadcast_row(label: str, res: dict) -> list[str]:
+    """One line to everyone logged in: time to the last receiver, and how many got it."""
+    last, got, want = (res.get("broadcast_last_s"), res.get("broadcast_received"),
+                       res.get("broadcast_expected"))
+    return [label,
+            "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
+                                  _fmt_int(got), _fmt_int(want)),
+            "-" if last is None else ("met" if last < 1.0 and got == want else "NOT met")]
 
 
 def other_targets(results: dict) -> list[str]:
@@ -188,46 +206,17 @@ def other_targets(results: dict) -> list[str]:
     ng = conn.get("ngircd") or {}
     same = conn.get("chatroom-at-ngircd-count")
     ours = same if same and "rss_per_conn_kb" in same else conn.get("chatroom") or {}
-    mem, ng_mem = ours.get("rss_per_conn_kb"), ng.get("rss_per_conn_kb")
-    both = "%s vs %s users" % (_fmt_int(ours.get("connected_at_broadcast")),
-                               _fmt_int(ng.get("connected_at_broadcast")))
-    alike = ours.get("connected_at_broadcast") == ng.get("connected_at_broadcast")
-    rows.append(["memory per connection vs ngircd, same user count (<= 3x)",
-                 "%s (%s vs %s KiB, %s%s)" % ("-" if mem is None or not ng_mem else
-                                             "%.2fx" % (mem / ng_mem), _fmt(mem), _fmt(ng_mem),
-                                             both, "" if alike else ": not the same count"),
-                 "-" if mem is None or not ng_mem else "not counted" if not alike else
-                 ("met" if mem <= 3 * ng_mem else "NOT met")])
+    rows.append(_memory_row("memory per connection vs ngircd, same user count (<= 3x)", ours, ng))
     irc = conn.get("chatroom-irc-at-ngircd-count") or conn.get("chatroom-irc")
     if irc:
-        mem = irc.get("rss_per_conn_kb")
-        alike = irc.get("connected_at_broadcast") == ng.get("connected_at_broadcast")
-        both = "%s vs %s users" % (_fmt_int(irc.get("connected_at_broadcast")),
-                                   _fmt_int(ng.get("connected_at_broadcast")))
-        rows.append(["IRC: memory per connection vs ngircd, same user count (<= 3x)",
-                     "%s (%s vs %s KiB, %s%s)" % ("-" if mem is None or not ng_mem else
-                                                 "%.2fx" % (mem / ng_mem), _fmt(mem),
-                                                 _fmt(ng_mem), both,
-                                                 "" if alike else ": not the same count"),
-                     "-" if mem is None or not ng_mem else "not counted" if not alike else
-                     ("met" if mem <= 3 * ng_mem else "NOT met")])
+        rows.append(_memory_row("IRC: memory per connection vs ngircd, same user count (<= 3x)",
+                                irc, ng))
     ch = conn.get("chatroom") or {}
-    last, got, want = ch.get("broadcast_last_s"), ch.get("broadcast_received"), \
-        ch.get("broadcast_expected")
-    rows.append(["broadcast to all %s users (< 1 s)" % _fmt_int(ch.get("users")),
-                 "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
-                                       _fmt_int(got), _fmt_int(want)),
-                 "-" if last is None else ("met" if last < 1.0 and got == want else "NOT met")])
-    ci = irc or {}
-    if ci:
-        last, got, want = (ci.get("broadcast_last_s"), ci.get("broadcast_received"),
-                           ci.get("broadcast_expected"))
-        rows.append(["IRC: broadcast to all %s users, ngircd's count (< 1 s)"
-                     % _fmt_int(ci.get("users")),
-                     "%s ms, %s of %s" % (_fmt(None if last is None else last * 1000),
-                                           _fmt_int(got), _fmt_int(want)),
-                     "-" if last is None else
-                     ("met" if last < 1.0 and got == want else "NOT met")])
+    rows.append(_broadcast_row("broadcast to all %s users (< 1 s)" % _fmt_int(ch.get("users")),
+                               ch))
+    if irc:
+        rows.append(_broadcast_row("IRC: broadcast to all %s users, ngircd's count (< 1 s)"
+                                   % _fmt_int(irc.get("users")), irc))
     on, off, ratio, best = (_get(results, "history", k)
                             for k in ("median_on", "median_off", "ratio", "best_ratio"))
     rounds = {name: ", ".join(_fmt_int((r.get("best") or {}).get("deliveries_per_s"))

@@ -4,9 +4,9 @@ It speaks chatroom's line protocol (``proto="chat"``, also spoken by the seed ba
 (``proto="irc"``: NICK/USER, OPER, JOIN, PRIVMSG). Why it cannot flatter a server:
 
 - Every load line is ``m<sender>.<seq> <padding>`` (about 32 bytes of text), with a per-sender
-  sequence number. Every receiver's lines are counted on its own socket, in bulk
-  (``bytearray.count(b"\\n")`` per read), and compared with what the senders in its room sent
-  in that step: a receiver short or over by even one line fails the step. Sampled receivers
+  sequence number. Each step runs in C (``bench/stepper.c``, on the sockets logged in here):
+  every receiver's lines are counted on its own socket, in bulk, and compared with what the
+  senders in its room sent in that step: a receiver short or over by even one line fails the step. Sampled receivers
   also parse their stream and check every sender's lines arrive exactly once and in order
   (and that no line from another room leaks in). Rooms are quiet of anything else during a
   step (logins and join notices come before it, and the room is drained until quiet between

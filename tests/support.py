@@ -426,3 +426,66 @@ def start_chat_server(reactor, *extra_options: str):
     service.startService()
     [port] = recorder.tcp_ports
     return service, port.getHost().port
+
+
+class Tmux:
+    """
+    A tmux server of a test's own (its own socket name and folder, no user config) with
+    one detached session, where a real terminal program runs as a person would use it.
+
+    @param folder: where tmux keeps its socket (the caller removes it).
+    """
+
+    def __init__(self, reactor, folder: str, session: str = "chat") -> None:
+        import shutil
+        import uuid
+
+        self._reactor = reactor
+        self._program = shutil.which("tmux")
+        self._env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+        self._env["TMUX_TMPDIR"] = folder
+        self._socket = f"chatroom-{uuid.uuid4().hex[:12]}"
+        self.session = session
+
+    def run(self, *args: str) -> defer.Deferred:
+        """Run one tmux command on our server; fire with its stdout (text)."""
+        from twisted.internet import utils
+
+        d = utils.getProcessOutputAndValue(
+            self._program, ["-L", self._socket, "-f", "/dev/null", *args],
+            env=self._env, reactor=self._reactor)
+
+        def check(result):
+            out, err, code = result
+            if code != 0:
+                raise AssertionError(f"tmux {args!r} exited {code}: {err!r}")
+            return out.decode("utf-8", "replace")
+
+        return d.addCallback(check)
+
+    def start(self, command: str, width: int = 200, height: int = 50) -> defer.Deferred:
+        """Run C{command} in a detached pane that stays readable after it exits."""
+        return self.run(
+            "new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height),
+            command, ";", "set-option", "-t", self.session, "remain-on-exit", "on")
+
+    def kill(self) -> defer.Deferred:
+        """Stop our tmux server (and what runs in it), whatever state it is in."""
+        from twisted.internet import utils
+
+        return utils.getProcessOutputAndValue(
+            self._program, ["-L", self._socket, "kill-server"], env=self._env,
+            reactor=self._reactor)
+
+    def pane(self) -> defer.Deferred:
+        """The pane's text as it is now (wrapped lines joined)."""
+        return self.run("capture-pane", "-p", "-J", "-t", self.session)
+
+    def type_line(self, text: str) -> defer.Deferred:
+        """Type C{text}, then Enter."""
+        d = self.run("send-keys", "-t", self.session, "-l", text)
+        return d.addCallback(lambda _: self.run("send-keys", "-t", self.session, "Enter"))
+
+    def press(self, key: str) -> defer.Deferred:
+        """Press one key, in tmux's naming (C{C-c})."""
+        return self.run("send-keys", "-t", self.session, key)

@@ -12,9 +12,8 @@ timeout; nothing sleeps.  C{make test} installs irssi and tmux (its C{test-progr
 import os
 import shutil
 import tempfile
-import uuid
 
-from twisted.internet import defer, task, utils
+from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
 from tests import support
@@ -39,43 +38,18 @@ class RealIrssiTests(TestCase):
         self.addCleanup(self.service.stopService)
         self.home = tempfile.mkdtemp(prefix="chatroom-irssi-")
         self.addCleanup(shutil.rmtree, self.home, True)
-        self.tmux_env = {k: v for k, v in os.environ.items() if k != "TMUX"}
-        self.tmux_env["TMUX_TMPDIR"] = self.home
-        self.tmux_socket = f"chatroom-{uuid.uuid4().hex[:12]}"
+        self.tmux = support.Tmux(reactor, self.home, session="irc")
         self.screens = []
 
-    def tmux(self, *args):
-        """Run one tmux command on our own tmux server; fire with its stdout (text)."""
-        d = utils.getProcessOutputAndValue(
-            shutil.which("tmux"), ["-L", self.tmux_socket, "-f", "/dev/null", *args],
-            env=self.tmux_env, reactor=self.reactor)
-
-        def check(result):
-            out, err, code = result
-            if code != 0:
-                raise AssertionError(f"tmux {args!r} exited {code}: {err!r}")
-            return out.decode("utf-8", "replace")
-
-        return d.addCallback(check)
-
-    def kill_tmux(self):
-        return utils.getProcessOutputAndValue(
-            shutil.which("tmux"), ["-L", self.tmux_socket, "kill-server"],
-            env=self.tmux_env, reactor=self.reactor)
-
-    def pane(self):
-        return self.tmux("capture-pane", "-p", "-J", "-t", "irc")
-
     def type_line(self, text):
-        d = self.tmux("send-keys", "-t", "irc", "-l", text)
-        return d.addCallback(lambda _: self.tmux("send-keys", "-t", "irc", "Enter"))
+        return self.tmux.type_line(text)
 
     @defer.inlineCallbacks
     def wait_for_pane(self, text, timeout=20.0):
         """Poll the pane until C{text} shows, for at most C{timeout} seconds."""
         deadline = self.reactor.seconds() + timeout
         while True:
-            screen = yield self.pane()
+            screen = yield self.tmux.pane()
             if text in screen:
                 self.screens.append(screen)
                 return screen
@@ -87,16 +61,14 @@ class RealIrssiTests(TestCase):
     @defer.inlineCallbacks
     def test_irssi_chats_with_an_nc_user(self):
         """irssi registers, joins #lobby, and chats, /msg, /nick and /quit reach the nc user."""
-        self.addCleanup(self.kill_tmux)
+        self.addCleanup(self.tmux.kill)
         config = os.path.join(self.home, "config")
         with open(config, "w") as f:  # no default networks, no autoconnects, plain theme
             f.write('settings = { core = { real_name = "Alice"; user_name = "alice"; '
                     'nick = "alice"; }; "fe-common/core" = { theme = "default"; }; };\n')
-        yield self.tmux(
-            "new-session", "-d", "-s", "irc", "-x", "160", "-y", "50",
+        yield self.tmux.start(
             f"irssi --home={self.home} --config={config} -n alice "
-            f"-c 127.0.0.1 -p {self.irc_port}",
-            ";", "set-option", "-t", "irc", "remain-on-exit", "on")
+            f"-c 127.0.0.1 -p {self.irc_port}", width=160)
         yield self.wait_for_pane("Welcome to the chatroom IRC network, alice")
 
         bob = yield support.connect(self.reactor, self.tcp_port)
@@ -125,7 +97,7 @@ class RealIrssiTests(TestCase):
 
         yield self.type_line("/quit see you")
         yield bob.read_until("* alicia left (Quit: see you)")
-        screen = yield self.pane()
+        screen = yield self.tmux.pane()
         self.screens.append(screen)
         yield bob.close()
         keep = os.environ.get("CHATROOM_IRSSI_SCREENS")

@@ -15,12 +15,10 @@ bounded timeout; nothing sleeps.  C{make test} installs telnet and tmux
 (its C{test-programs} target).
 """
 
-import os
 import shutil
 import tempfile
-import uuid
 
-from twisted.internet import defer, task, utils
+from twisted.internet import defer, task
 from twisted.protocols import portforward
 from twisted.trial.unittest import TestCase
 
@@ -110,56 +108,27 @@ class RealTelnetTests(TestCase):
         # A tmux server of our own: its own socket directory and name, no user config.
         self.tmux_dir = tempfile.mkdtemp(prefix="chatroom-tmux-")
         self.addCleanup(shutil.rmtree, self.tmux_dir, True)
-        self.tmux_env = {k: v for k, v in os.environ.items() if k != "TMUX"}
-        self.tmux_env["TMUX_TMPDIR"] = self.tmux_dir
-        self.tmux_socket = f"chatroom-{uuid.uuid4().hex[:12]}"
+        self.tmux = support.Tmux(reactor, self.tmux_dir)
 
     # -- helpers -------------------------------------------------------------
-
-    def tmux(self, *args):
-        """Run one tmux command on our server; fire with its stdout (text)."""
-        argv = ["-L", self.tmux_socket, "-f", "/dev/null", *args]
-        d = utils.getProcessOutputAndValue(
-            shutil.which("tmux"), argv, env=self.tmux_env, reactor=self.reactor
-        )
-
-        def check(result):
-            out, err, code = result
-            if code != 0:
-                raise AssertionError(f"tmux {args!r} exited {code}: {err!r}")
-            return out.decode("utf-8", "replace")
-
-        return d.addCallback(check)
-
-    def kill_tmux(self):
-        """Stop our tmux server (and the telnet in it), whatever state it is in."""
-        return utils.getProcessOutputAndValue(
-            shutil.which("tmux"), ["-L", self.tmux_socket, "kill-server"],
-            env=self.tmux_env, reactor=self.reactor,
-        )
 
     @defer.inlineCallbacks
     def start_telnet(self):
         """Run telnet to the proxy in a detached 200x50 pane; fire once it shows the greeting."""
-        self.addCleanup(self.kill_tmux)
-        yield self.tmux(
-            "new-session", "-d", "-s", "chat", "-x", "200", "-y", "50",
-            f"telnet 127.0.0.1 {self.proxy_port}",
-            ";", "set-option", "-t", "chat", "remain-on-exit", "on",
-        )
+        self.addCleanup(self.tmux.kill)
+        yield self.tmux.start(f"telnet 127.0.0.1 {self.proxy_port}")
         yield self.wait_for_pane(GREETING)
 
     def pane(self):
         """The telnet pane's text as it is now."""
-        return self.tmux("capture-pane", "-p", "-t", "chat")
+        return self.tmux.pane()
 
     def type_line(self, text):
         """Type C{text} and Enter into the telnet pane."""
-        d = self.tmux("send-keys", "-t", "chat", "-l", text)
-        return d.addCallback(lambda _: self.tmux("send-keys", "-t", "chat", "Enter"))
+        return self.tmux.type_line(text)
 
     def press_ctrl_c(self):
-        return self.tmux("send-keys", "-t", "chat", "C-c")
+        return self.tmux.press("C-c")
 
     @defer.inlineCallbacks
     def wait_for(self, check, what, timeout=support.WAIT, describe=None):

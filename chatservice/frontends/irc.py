@@ -94,7 +94,7 @@ class IRCRender:
             tags.update(getattr(event, "tags", ()))
         return tags or None
 
-    def _message(self, nick: str, command: str, target: str, text: str, moment: float,
+    def message(self, nick: str, command: str, target: str, text: str, moment: float,
                  tags: dict | None = None, event=None) -> str:
         """A PRIVMSG or NOTICE, split so no line passes 512 bytes."""
         head = f":{self.source(nick)} {command} {target} :"
@@ -108,10 +108,10 @@ class IRCRender:
         """An event every recipient with these capabilities sees alike (room and user events)."""
         kind = type(event)
         if kind is Said:
-            return self._message(event.nick, "NOTICE" if event.notice else "PRIVMSG",
+            return self.message(event.nick, "NOTICE" if event.notice else "PRIVMSG",
                                  event.room, event.text, event.time, event=event)
         if kind is Emote:
-            return self._message(event.nick, "PRIVMSG", event.room,
+            return self.message(event.nick, "PRIVMSG", event.room,
                                  f"\x01ACTION {event.text}\x01", event.time, event=event)
         tags = self._tags(event.time, event) if hasattr(event, "time") else None
         if kind is TagMessage:
@@ -142,6 +142,7 @@ class IRCChatProtocol(StreamChatProtocol):
 
     via = "irc"
     log = Logger()
+    away = None  # the AWAY text, shown to others by WHOIS and 301 (None: here)
 
     def __init__(self, factory: "IRCChatFactory", host: str, peer: str | None = None) -> None:
         super().__init__(factory, host, peer)
@@ -446,8 +447,7 @@ class IRCChatProtocol(StreamChatProtocol):
 
     def _names_lines(self, room: str, nicks: list) -> list:
         """353 lines, as many nicks in each as fit in 512 bytes, then 366."""
-        head = self._numeric("353", "=", room, "x")[:-3]  # ":srv 353 me = #room "
-        head = head + ":"
+        head = f":{self.factory.server_name} 353 {self._me} = {room} :"
         budget = ircwire.MAX_MESSAGE - 2 - len(head.encode("utf-8"))
         lines, current = [], []
         size = 0
@@ -567,8 +567,6 @@ class IRCChatProtocol(StreamChatProtocol):
         else:
             self._reply(self._numeric_text("305", "You are no longer marked as being away"))
 
-    away = None
-
     def irc_USERHOST(self, message) -> None:
         params = self._needs(message, 1)
         self._session.handle(Call(lambda: self._userhost(params[:5])))
@@ -652,8 +650,8 @@ class IRCChatProtocol(StreamChatProtocol):
             text = f"\x01ACTION {event.text}\x01" if event.action else event.text
             command = "NOTICE" if event.notice else "PRIVMSG"
             if kind is Private:
-                return render._message(event.sender, command, me, text, event.time, event=event)
-            return render._message(me, command, event.recipient, text, event.time,
+                return render.message(event.sender, command, me, text, event.time, event=event)
+            return render.message(me, command, event.recipient, text, event.time,
                                    event=event)
         if kind is Registered:
             return "".join(self.registered(event.nick))
@@ -719,7 +717,7 @@ class IRCChatProtocol(StreamChatProtocol):
             ref = self._open_batches.get(event.room)
             if ref:
                 tags = {"batch": ref, **tags}
-            return render._message(event.nick, "PRIVMSG", event.room, text, event.time, tags)
+            return render.message(event.nick, "PRIVMSG", event.room, text, event.time, tags)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(event.time))
         body = event.text if kind is Said else f"* {event.nick} {event.text}"
         line = f"[{when}] <{event.nick}> {body}" if kind is Said else f"[{when}] {body}"
