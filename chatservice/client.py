@@ -1,11 +1,13 @@
 # -*- test-case-name: tests.test_client -*-
 """chatroom-client: a terminal or pipe user of the chat, over TCP, TLS or UDP.
 
-It prints every server line as it arrives and sends each stdin line; at
-stdin EOF it sends C{/quit} once its lines are out, and exits 0.  A refused
-nick exits 2, an unreachable or vanished server 1, bad usage 64.  Built on
-Twisted: StandardIO for the console, an endpoint for TCP (wrapped in TLS with
-C{--tls}), L{chatservice.frontends.reliable} for UDP.
+In a pipe (scripts, bots) it prints every server line as it arrives and
+sends each stdin line; at stdin EOF it sends C{/quit} once its lines are out,
+and exits 0.  A refused nick exits 2, an unreachable or vanished server 1, bad
+usage 64.  Built on Twisted: StandardIO for the console, an endpoint for TCP
+(wrapped in TLS with C{--tls}), L{chatservice.frontends.reliable} for UDP.
+When stdin and stdout are both terminals, L{chatservice.terminal} replaces the
+console with an interactive one (the rules differ there: see L{ChatClient}).
 
 Every wait is bounded, so the client never hangs: over UDP the handshake
 must finish within L{HANDSHAKE_TIMEOUT} seconds, and a joined client gives up
@@ -171,25 +173,39 @@ def load_trust_root(path: str):
     return ssl.trustRootFromCertificates(certificates)
 
 
+def is_nick_refusal(line: str) -> bool:
+    """Whether a refusal before the welcome is about the nickname (another may do)."""
+    return line.startswith(("! invalid nickname", "! nickname "))
+
+
 class ChatClient:
     """
     The client's rules, whatever carries the bytes.
+
+    A person at a terminal (C{interactive}) is treated as a person: a refused
+    nickname asks for another (L{asking_name}) instead of ending the program,
+    and a connection that ends without our C{/quit} is a lost connection,
+    said so and exit 1.  A pipe gets what scripts rely on: exit 2 on a refused
+    nickname, 0 whenever the server ends a joined session.
 
     @param write_out: prints one server line for the user.
     @param finished: fires with the exit code.
     """
 
-    def __init__(self, name: str, write_out, finished: defer.Deferred, clock) -> None:
+    def __init__(self, name: str, write_out, finished: defer.Deferred, clock,
+                 interactive: bool = False) -> None:
         self.name = name
         self._write_out = write_out
         self._finished = finished
         self._clock = clock
+        self.interactive = interactive
         self.joined = False
+        self.asking_name = False
         self._quitting = False
         self._eof = False
         self._queued: list[str] = []
-        self.link = None  # set by the transport: send_line(str), quit()
-        self.console = None  # set once stdin is open: pause and resume it
+        self.link = None  # set by the transport: send_line(str), quit(), retry_name(str)
+        self.console = None  # set once stdin is open: pause_reading(), resume_reading()
 
     def server_line(self, line: str) -> None:
         """One line from the server: show it, and follow the login."""
@@ -206,15 +222,24 @@ class ChatClient:
             if self._eof:
                 self._quit()
         elif line.startswith("! "):
-            self.finish(EXIT_REFUSED)
+            if self.interactive and is_nick_refusal(line):
+                self.asking_name = True
+            else:
+                self.finish(EXIT_REFUSED)
 
     def show(self, line: str) -> None:
         """Show a line to the user that does not take part in the login."""
         self._write_out(line)
 
     def user_line(self, text: str) -> None:
-        """One line typed (or piped) by the user."""
+        """One line typed (or piped) by the user: the nickname asked for, or a chat line."""
         if self._quitting:
+            return
+        if self.asking_name:
+            if text.strip():
+                self.asking_name = False
+                self.name = text.strip()
+                self.link.retry_name(self.name)
             return
         if self.joined:
             self.link.send_line(text)
@@ -232,15 +257,22 @@ class ChatClient:
         """Whether the exit code is decided."""
         return self._finished.called
 
+    def leave(self) -> None:
+        """The person at the terminal is done (Ctrl-C, Ctrl-D): C{/quit} if joined, else end."""
+        if self.joined:
+            self._quit()
+        else:
+            self.finish(EXIT_OK)
+
     def pause_input(self) -> None:
         """Stop reading stdin for a while (the link is full)."""
         if self.console is not None:
-            self.console.transport.pauseProducing()
+            self.console.pause_reading()
 
     def resume_input(self) -> None:
         """Read stdin again."""
         if self.console is not None:
-            self.console.transport.resumeProducing()
+            self.console.resume_reading()
 
     def _quit(self) -> None:
         if self._quitting:
@@ -255,7 +287,15 @@ class ChatClient:
 
     def connection_lost(self) -> None:
         """The server hung up or is gone."""
-        self.finish(EXIT_OK if self.joined else EXIT_UNREACHABLE)
+        if not self.interactive:
+            self.finish(EXIT_OK if self.joined else EXIT_UNREACHABLE)
+        elif self._quitting:
+            self.finish(EXIT_OK)
+        elif self.done:
+            pass
+        else:
+            self.show("! the connection to the server was lost")
+            self.finish(EXIT_UNREACHABLE)
 
 
 class _TcpLink(LineReceiver):
@@ -277,6 +317,10 @@ class _TcpLink(LineReceiver):
 
     def quit(self) -> None:
         self.sendLine(b"/quit")
+
+    def retry_name(self, name: str) -> None:
+        """After a refused nickname the server asks again: answer with C{name}."""
+        self.send_line(name)
 
     def connectionLost(self, reason) -> None:
         self.lost_reason = reason
@@ -334,6 +378,7 @@ class _UdpLink(DatagramProtocol):
         self._token: Optional[bytes] = None
         self._session: Optional[bytes] = None
         self._numbered_before_session = False
+        self._join_refused = False
         self._retry: Optional[IDelayedCall] = None
         self._deadline: Optional[IDelayedCall] = None
         self._keepalive: Optional[IDelayedCall] = None
@@ -458,9 +503,23 @@ class _UdpLink(DatagramProtocol):
                 self._session = frame.args[0]
                 self._cancel(self._retry)
                 self._retry = None
-        elif frame.verb == "!":
-            # A refused JOIN: show it, exit 2.
+        elif frame.verb == "!" and not self._join_refused:
+            # A refused JOIN: stop asking, show it; the client exits 2 or asks for another nick
+            # (L{retry_name}).  Answers to JOINs that were on their way are not shown again.
+            self._join_refused = True
+            self._cancel(self._retry)
+            self._cancel(self._deadline)
+            self._retry = self._deadline = None
             self.client.server_line("! " + frame.args[0].decode("utf-8", errors="replace"))
+
+    def retry_name(self, name: str) -> None:
+        """After a refused JOIN, start the handshake again (bounded as before) as C{name}."""
+        if self._stopped or self._session is not None:
+            return
+        self._join_refused = False
+        self._token = None
+        self._deadline = self._clock.callLater(HANDSHAKE_TIMEOUT, self._handshake_timed_out)
+        self._handshake()
 
     def _in_session(self, frame: ControlFrame) -> None:
         """A control frame that came with our secret: the server's BYE, PONG or an error."""
@@ -613,6 +672,12 @@ class _Console(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         self.client.user_line(line.rstrip(b"\r").decode("utf-8", errors="replace"))
 
+    def pause_reading(self) -> None:
+        self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        self.transport.resumeProducing()
+
     def readConnectionLost(self) -> None:
         if self._buffer:
             self.lineReceived(self._buffer)
@@ -639,9 +704,28 @@ def _complain(message: str) -> None:
     sys.stderr.flush()
 
 
+class _PipeConsole:
+    """stdin and stdout as they are: lines in, lines out (scripts, bots, files)."""
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+
+    def start(self, client: ChatClient) -> None:
+        client.console = _Console(client)
+        StandardIO(client.console, reactor=self._reactor)
+
+    def stop(self) -> defer.Deferred:
+        return defer.succeed(None)
+
+
 @defer.inlineCallbacks
-def run(reactor, argv):
-    """Parse C{argv}, chat until done; raise SystemExit with the exit code."""
+def run(reactor, argv, interactive: bool = False):
+    """
+    Parse C{argv}, chat until done; raise SystemExit with the exit code.
+
+    @param interactive: a person at a terminal (L{chatservice.terminal}); the
+        reactor must then be Twisted's asyncio reactor.
+    """
     options = Options()
     try:
         options.parseOptions(argv)
@@ -649,18 +733,26 @@ def run(reactor, argv):
         sys.stderr.write(f"{PROGRAM}: {e}\n{options}\n")
         raise SystemExit(EXIT_USAGE)
     finished = defer.Deferred()
-    client = ChatClient(options["name"], _write_out(sys.stdout.buffer), finished, reactor)
+    if interactive:
+        from chatservice.terminal import TerminalConsole
+
+        console = TerminalConsole(reactor)
+        client = ChatClient(options["name"], console.show, finished, reactor, interactive=True)
+    else:
+        console = _PipeConsole(reactor)
+        client = ChatClient(options["name"], _write_out(sys.stdout.buffer), finished, reactor)
     host, port = options["host"], options["port"]
     if options["udp"]:
-        code = yield _run_udp(reactor, client, finished, host, port)
+        code = yield _run_udp(reactor, client, console, finished, host, port)
     else:
-        code = yield _run_tcp(reactor, client, finished, host, port, options)
+        code = yield _run_tcp(reactor, client, console, finished, host, port, options)
     if code != EXIT_OK:
         raise SystemExit(code)
 
 
 @defer.inlineCallbacks
-def _run_udp(reactor, client: ChatClient, finished: defer.Deferred, host: str, port: int):
+def _run_udp(reactor, client: ChatClient, console, finished: defer.Deferred, host: str,
+             port: int):
     try:
         # Bounded too: a name that does not resolve costs at most HANDSHAKE_TIMEOUT.
         address = yield reactor.resolve(host, timeout=(HANDSHAKE_TIMEOUT,))
@@ -673,9 +765,9 @@ def _run_udp(reactor, client: ChatClient, finished: defer.Deferred, host: str, p
     # so the trigger stays (removing it while shutdown runs it would fail).
     reactor.addSystemEventTrigger("before", "shutdown", link.leave)
     port_handle = reactor.listenUDP(0, link)
-    client.console = _Console(client)
-    StandardIO(client.console, reactor=reactor)
+    console.start(client)
     code = yield finished
+    yield console.stop()
     if code == EXIT_UNREACHABLE:
         _complain(link.problem or f"no answer from {host}:{port} (UDP)")
     link.leave()
@@ -684,8 +776,8 @@ def _run_udp(reactor, client: ChatClient, finished: defer.Deferred, host: str, p
 
 
 @defer.inlineCallbacks
-def _run_tcp(reactor, client: ChatClient, finished: defer.Deferred, host: str, port: int,
-             options: Options):
+def _run_tcp(reactor, client: ChatClient, console, finished: defer.Deferred, host: str,
+             port: int, options: Options):
     endpoint = endpoints.HostnameEndpoint(reactor, host, port)
     if options["tls"]:
         trust = options["trust"] if options["trust"] is not None else ssl.platformTrust()
@@ -695,9 +787,9 @@ def _run_tcp(reactor, client: ChatClient, finished: defer.Deferred, host: str, p
     except Exception as e:
         _complain(f"cannot reach {host}:{port}: {e}")
         return EXIT_UNREACHABLE
-    client.console = _Console(client)
-    StandardIO(client.console, reactor=reactor)
+    console.start(client)
     code = yield finished
+    yield console.stop()
     tls_problem = describe_tls_failure(link.lost_reason, host) if options["tls"] else None
     if tls_problem is not None:
         _complain(f"TLS with {host}:{port} failed: {tls_problem}")
@@ -708,7 +800,26 @@ def _run_tcp(reactor, client: ChatClient, finished: defer.Deferred, host: str, p
 
 def main(argv=None) -> None:
     """The console script: C{chatroom-client --name NAME [--host H] [--port P] [--udp | --tls]}."""
-    task.react(run, [sys.argv[1:] if argv is None else argv])
+    argv = sys.argv[1:] if argv is None else argv
+    interactive = _at_terminal() and not _asks_only_for_text(argv)
+    if interactive:
+        from chatservice import terminal
+
+        terminal.install_reactor()
+    task.react(run, [argv, interactive])
+
+
+def _at_terminal() -> bool:
+    """Whether a person is at the keyboard and the screen (stdin and stdout are terminals)."""
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def _asks_only_for_text(argv) -> bool:
+    """--help and --version print and exit: no terminal interface for them."""
+    return any(arg in ("--help", "-h", "--version") for arg in argv)
 
 
 if __name__ == "__main__":

@@ -365,16 +365,28 @@ def client_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "chatservice.client", *args]
 
 
-class _ListenRecorder:
-    """Passes everything to a reactor, and keeps the ports C{listenTCP} opens."""
+class ListenRecorder:
+    """Passes everything to a reactor, and keeps the ports the service opens."""
 
     def __init__(self, reactor) -> None:
         self._reactor = reactor
         self.tcp_ports: list = []
+        self.udp_ports: list = []
+        self.ssl_ports: list = []
 
     def listenTCP(self, *args, **kwargs):
         port = self._reactor.listenTCP(*args, **kwargs)
         self.tcp_ports.append(port)
+        return port
+
+    def listenUDP(self, *args, **kwargs):
+        port = self._reactor.listenUDP(*args, **kwargs)
+        self.udp_ports.append(port)
+        return port
+
+    def listenSSL(self, *args, **kwargs):
+        port = self._reactor.listenSSL(*args, **kwargs)
+        self.ssl_ports.append(port)
         return port
 
     def __getattr__(self, name):
@@ -396,7 +408,7 @@ def start_chat_server_with_irc(reactor, *extra_options: str):
         ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off",
          "--irc", "tcp:0:interface=127.0.0.1", *extra_options]
     )
-    recorder = _ListenRecorder(reactor)
+    recorder = ListenRecorder(reactor)
     service = tap.makeService(options, reactor=recorder)
     service.startService()
     tcp, irc = recorder.tcp_ports
@@ -421,7 +433,7 @@ def start_chat_server(reactor, *extra_options: str):
     options.parseOptions(
         ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off", *extra_options]
     )
-    recorder = _ListenRecorder(reactor)
+    recorder = ListenRecorder(reactor)
     service = tap.makeService(options, reactor=recorder)
     service.startService()
     [port] = recorder.tcp_ports

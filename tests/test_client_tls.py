@@ -24,22 +24,6 @@ from tests import support
 GREETING = support.GREETING
 
 
-class _SSLRecorder:
-    """Passes everything to a reactor, and keeps the ports C{listenSSL} opens."""
-
-    def __init__(self, reactor) -> None:
-        self._reactor = reactor
-        self.ssl_ports: list = []
-
-    def listenSSL(self, *args, **kwargs):
-        port = self._reactor.listenSSL(*args, **kwargs)
-        self.ssl_ports.append(port)
-        return port
-
-    def __getattr__(self, name):
-        return getattr(self._reactor, name)
-
-
 class TempFiles:
     """Files in a directory of their own, removed after the test, outside the source tree."""
 
@@ -77,7 +61,7 @@ class TlsClientTests(TempFiles, TestCase):
             "--tcp", f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={key_file}",
             "--udp", "off", "--irc", "off", "--history", "none",
         ])
-        recorder = _SSLRecorder(self.reactor)
+        recorder = support.ListenRecorder(self.reactor)
         service = tap.makeService(options, reactor=recorder)
         service.startService()
         self.addCleanup(service.stopService)

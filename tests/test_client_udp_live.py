@@ -14,28 +14,6 @@ from tests import support
 STARTUP = 15.0
 
 
-class _Recorder:
-    """Passes everything to a reactor, and keeps the TCP and UDP ports it opens."""
-
-    def __init__(self, reactor) -> None:
-        self._reactor = reactor
-        self.tcp_ports: list = []
-        self.udp_ports: list = []
-
-    def listenTCP(self, *args, **kwargs):
-        port = self._reactor.listenTCP(*args, **kwargs)
-        self.tcp_ports.append(port)
-        return port
-
-    def listenUDP(self, *args, **kwargs):
-        port = self._reactor.listenUDP(*args, **kwargs)
-        self.udp_ports.append(port)
-        return port
-
-    def __getattr__(self, name):
-        return getattr(self._reactor, name)
-
-
 class UdpClientProcessTests(TestCase):
     timeout = 60
 
@@ -48,7 +26,7 @@ class UdpClientProcessTests(TestCase):
             "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off",
             "--history", "none",
         ])
-        recorder = _Recorder(reactor)
+        recorder = support.ListenRecorder(reactor)
         service = tap.makeService(options, reactor=recorder)
         service.startService()
         self.addCleanup(service.stopService)
