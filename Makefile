@@ -6,13 +6,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # Debian programs that end-to-end tests drive as users do: the real telnet
-# and irssi clients, in a terminal that tmux provides; and gcc, which builds the
-# benchmark's load generator (bench/stepper.c) for its smoke run.
-TEST_PROGRAMS := telnet tmux irssi gcc
-SOURCES := $(shell find chatservice twisted -name '*.py') setup.cfg pyproject.toml
+# and irssi clients, in a terminal that tmux provides; chromium, which Playwright
+# drives for the web page; and gcc, which builds the benchmark's load generator
+# (bench/stepper.c) for its smoke run.
+TEST_PROGRAMS := telnet tmux irssi chromium gcc
+SOURCES := $(shell find chatservice twisted -name '*.py' -o -name '*.html' -o -name '*.css' -o -name '*.js') setup.cfg pyproject.toml
 TCP ?= 12345
 UDP ?= 12346
 IRC ?= 6667
+WEB ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-programs bench bench-quick bench-smoke clean
@@ -41,7 +43,7 @@ test-programs:
 	fi
 
 run: $(STAMP)
-	$(BIN)/twistd -n chatroom --tcp $(TCP) --udp $(UDP) --irc $(IRC)
+	$(BIN)/twistd -n chatroom --tcp $(TCP) --udp $(UDP) --irc $(IRC) --web $(WEB)
 
 test: $(TEST_STAMP) test-programs
 	$(BIN)/lint-imports

@@ -198,6 +198,7 @@ class ChatroomServer(Server):
                 "chatroom",
                 "--tcp", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
                 "--udp", "udp:%d:interface=127.0.0.1" % self.udp_port,
+                "--irc", "off", "--web", "off",
                 "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
                 "--history", str(self.workdir / "history.sqlite3") if self.history else "none"]
 
@@ -217,7 +218,7 @@ class ChatroomIrcServer(ChatroomServer):
                 "--log-file=%s" % (self.workdir / "chatroom.log"),
                 "chatroom", "--tcp", "off", "--udp", "off",
                 "--irc", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
-                "--server-name", "bench.local",
+                "--server-name", "bench.local", "--web", "off",
                 "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
                 "--history", str(self.workdir / "history.sqlite3")]
 

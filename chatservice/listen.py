@@ -15,10 +15,12 @@ import os
 from dataclasses import dataclass
 
 from twisted.application.service import Service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.internet.address import IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+
+from chatservice.certs import reloadable_endpoint
 
 OFF = ("off", "none", "no")
 #: Pending connections the kernel may queue for a bare --tcp port (Twisted's own
@@ -52,6 +54,11 @@ def stream_description(spec: str, option: str = "--tcp") -> str | None:
 def irc_description(spec: str) -> str | None:
     """L{stream_description} for C{--irc}."""
     return stream_description(spec, "--irc")
+
+
+def web_description(spec: str) -> str | None:
+    """L{stream_description} for C{--web}."""
+    return stream_description(spec, "--web")
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,11 +271,16 @@ class StreamListener(_Listener):
         if what is not None:
             self.what = what
         self.description = description
-        self._endpoint = endpoints.serverFromString(reactor, description)
+        #: The L{ReloadableCertificate} of an C{ssl:} listener (L{reload_certificate}), else None.
+        self._endpoint, self.certificate = reloadable_endpoint(reactor, description)
         self._factory = factory
 
     def _listen(self):
         return self._endpoint.listen(self._factory)
+
+    def reload_certificate(self) -> bool | None:
+        """Load an C{ssl:} listener's certificate files again (None: not TLS)."""
+        return None if self.certificate is None else self.certificate.reload()
 
 
 class DatagramListener(_Listener):

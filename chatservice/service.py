@@ -124,6 +124,25 @@ class ChatService(MultiService):
     def _install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop_requested)
+        signal.signal(signal.SIGHUP, self._reload_requested)
+
+    def _reload_requested(self, signum, frame) -> None:
+        """SIGHUP: reload the TLS certificates, in the reactor's thread."""
+        self._clock.callFromThread(self.reload_certificates)
+
+    def reload_certificates(self) -> tuple[int, int]:
+        """
+        Load every C{ssl:} listener's certificate files again, for new connections
+        (open ones keep theirs).  A listener whose new files cannot be loaded keeps
+        its certificate; each outcome is logged.
+
+        @return: (reloaded, failed) listener counts.
+        """
+        outcomes = [listener.reload_certificate() for listener in self._stream_listeners]
+        reloaded, failed = outcomes.count(True), outcomes.count(False)
+        self.log.info("SIGHUP: {reloaded} TLS certificate(s) reloaded, {failed} kept after an "
+                      "error", reloaded=reloaded, failed=failed)
+        return reloaded, failed
 
     def _stop_requested(self, signum, frame) -> None:
         """SIGTERM or SIGINT: stop the reactor (which stops us) and exit 0."""

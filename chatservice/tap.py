@@ -6,18 +6,20 @@ import socket
 import sys
 
 from twisted import copyright
-from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice import __version__, logs
 from chatservice.core.flood import FloodPolicy
 from chatservice.core.limits import Admission, Limits
+from chatservice.certs import reloadable_endpoint
 from chatservice.listen import (
     DatagramListener,
     StreamListener,
     datagram_address,
     irc_description,
     stream_description,
+    stream_kind,
+    web_description,
 )
 from chatservice.backends import history as history_store
 from chatservice.core.hub import Hub
@@ -27,6 +29,7 @@ from chatservice.core.nicks import NickRegistry
 from chatservice.service import ChatService
 from chatservice.frontends.backpressure import InputGate
 from chatservice.frontends.irc import IRCChatFactory
+from chatservice.frontends.web import WebChatFactory, make_site
 from chatservice.frontends.line import LineChatFactory
 from chatservice.frontends.udp import DatagramChat
 
@@ -51,7 +54,7 @@ class Options(usage.Options):
     """Command-line options of C{twistd chatroom}."""
 
     synopsis = ("[--tcp PORT|ENDPOINT] [--udp PORT|udp:PORT[:interface=ADDR]] "
-                "[--irc PORT|ENDPOINT] [limits]")
+                "[--irc PORT|ENDPOINT] [--web PORT|ENDPOINT] [limits]")
     longdesc = (
         "Chat rooms for telnet, nc, nc -u and chatroom-client, with one set of "
         "nicknames across every transport and a history kept in SQLite. Each limit "
@@ -59,6 +62,12 @@ class Options(usage.Options):
         "otherwise; 0 turns off --flood-rate, --max-per-ip, --max-clients and "
         "--login-timeout."
     )
+
+    optFlags = [
+        ["trust-proxy", None,
+         "Take a WebSocket client's address from the X-Forwarded-For header (set it only "
+         "behind a reverse proxy that sets that header)."],
+    ]
 
     optParameters = [
         ["tcp", None, "12345",
@@ -70,6 +79,13 @@ class Options(usage.Options):
         ["irc", None, "6667",
          "IRC: a port, or a Twisted endpoint such as ssl:6697:privateKey=key.pem:"
          "certKey=cert.pem (or 'off').", irc_description],
+        ["web", None, "8080",
+         "The web page and its WebSocket (at /ws): a port, or a Twisted endpoint such as "
+         "ssl:8443:privateKey=key.pem:certKey=cert.pem for HTTPS and WSS (or 'off').",
+         web_description],
+        ["web-origins", None, "",
+         "Comma-separated page origins (scheme://host[:port]) allowed to open a WebSocket, "
+         "or '*' for any; empty: the page's own origin only."],
         ["server-name", None, None,
          "The name the server gives itself on IRC (default: this machine's host name)."],
         ["motd", None, None,
@@ -133,7 +149,7 @@ class Options(usage.Options):
         parameter or a missing key file is a usage error, not a traceback when listening.
         """
         try:
-            endpoints.serverFromString(None, description)
+            reloadable_endpoint(None, description)
         except Exception as e:  # the parsers raise ValueError, KeyError, OSError, SSL errors...
             raise usage.UsageError(f"--{option} {description}: {e}")
 
@@ -141,6 +157,7 @@ class Options(usage.Options):
         # usage.Options does not pass defaults through their coerce function.
         for name, parse in (
             ("tcp", stream_description), ("udp", datagram_address), ("irc", irc_description),
+            ("web", web_description),
             ("log-level", logs.log_level)
         ):
             if isinstance(self[name], str):
@@ -148,9 +165,12 @@ class Options(usage.Options):
                     self[name] = parse(self[name])
                 except ValueError as e:
                     raise usage.UsageError(str(e))
-        if self["tcp"] is None and self["udp"] is None and self["irc"] is None:
-            raise usage.UsageError("--tcp, --udp and --irc are all off: nobody could connect")
-        for name in ("tcp", "irc"):
+        if all(self[name] is None for name in ("tcp", "udp", "irc", "web")):
+            raise usage.UsageError(
+                "--tcp, --udp, --irc and --web are all off: nobody could connect")
+        self["web-origins"] = tuple(
+            origin.strip() for origin in self["web-origins"].split(",") if origin.strip())
+        for name in ("tcp", "irc", "web"):
             if self[name] is not None:
                 self._check_endpoint(name, self[name])
         if not self["server-name"]:
@@ -262,6 +282,12 @@ def makeService(options, reactor=None) -> ChatService:
         irc = IRCChatFactory(hub, registry, reactor, admission, limits, gate=gate,
                              server_name=options["server-name"], motd=options["motd-lines"])
         service.add_stream_listener(StreamListener(reactor, options["irc"], irc, what="IRC"))
+    if options["web"] is not None:
+        web = WebChatFactory(hub, registry, reactor, admission, limits,
+                             origins=options["web-origins"], trust_proxy=options["trust-proxy"],
+                             secure=stream_kind(options["web"]) == "TLS")
+        service.add_stream_listener(
+            StreamListener(reactor, options["web"], make_site(web), what="web"))
     if options["udp"] is not None:
         protocol = DatagramChat(hub, registry, reactor, admission, limits)
         service.add_datagram_listener(

@@ -215,18 +215,22 @@ class FakeHistory:
                 raise AssertionError(f"{event!r} is not for the history")
         self.recorded.extend(events)
 
-    def lines(self, room_key: str, limit: int, before: int) -> list:
+    def lines(self, room_key: str, limit: int, before: int, after=None) -> list:
         """What C{recent} answers now."""
+        low = -1 if after is None else after
         found = [
             event for event in self.recorded
-            if type(event) in PUBLIC_LINES and fold(event.room) == room_key and event.id < before
+            if type(event) in PUBLIC_LINES and fold(event.room) == room_key
+            and low < event.id < before
         ]
-        return found[-limit:] if limit > 0 else []
+        if limit <= 0:
+            return []
+        return found[:limit] if after is not None else found[-limit:]
 
-    def recent(self, room_key, limit, before):
+    def recent(self, room_key, limit, before, after=None):
         d = defer.Deferred()
-        self.asks.append((d, room_key, limit, before))
-        self._answers[id(d)] = self.lines(room_key, limit, before)
+        self.asks.append((d, room_key, limit, before) + (() if after is None else (after,)))
+        self._answers[id(d)] = self.lines(room_key, limit, before, after)
         if self.mode == "now":
             d.callback(self._answers.pop(id(d)))
         return d

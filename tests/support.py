@@ -235,6 +235,15 @@ def log_in(user: "LineClient", nick: str, line_end: bytes = b"\n"):
     return user
 
 
+@defer.inlineCallbacks
+def line_user(case, reactor, port: int, nick: str):
+    """A L{LineClient} logged in as C{nick} on C{port}, hung up when C{case} ends."""
+    user = yield connect(reactor, port)
+    case.addCleanup(user.close)
+    yield log_in(user, nick)
+    return user
+
+
 def connect(reactor, port: int, host: str = "127.0.0.1", timeout: float = WAIT):
     """
     Connect a L{LineClient} to C{host}:C{port} on C{reactor}.
@@ -406,7 +415,7 @@ def start_chat_server_with_irc(reactor, *extra_options: str):
         extra_options = (*extra_options, "--history", "none")
     options.parseOptions(
         ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off",
-         "--irc", "tcp:0:interface=127.0.0.1", *extra_options]
+         "--irc", "tcp:0:interface=127.0.0.1", "--web", "off", *extra_options]
     )
     recorder = ListenRecorder(reactor)
     service = tap.makeService(options, reactor=recorder)
@@ -431,7 +440,7 @@ def start_chat_server(reactor, *extra_options: str):
     if "--history" not in extra_options:
         extra_options = (*extra_options, "--history", "none")
     options.parseOptions(
-        ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off", *extra_options]
+        ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off", "--web", "off", *extra_options]
     )
     recorder = ListenRecorder(reactor)
     service = tap.makeService(options, reactor=recorder)

@@ -94,7 +94,7 @@ class ClientGoneTests(TestCase):
         argv = [
             TWISTD, "-n", "--pidfile=", "chatroom",
             "--tcp", f"tcp:{tcp_port}:interface=127.0.0.1",
-            "--udp", f"udp:{udp_port}:interface=127.0.0.1", "--irc", "off", "--history", "none",
+            "--udp", f"udp:{udp_port}:interface=127.0.0.1", "--irc", "off", "--web", "off", "--history", "none",
         ]
         # The installed project, as users run it: no PYTHONPATH of ours.
         environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

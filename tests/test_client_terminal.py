@@ -48,7 +48,8 @@ class TerminalClientTests(TestCase):
     def start_server(self, tcp="tcp:0:interface=127.0.0.1", udp="off"):
         """The real service; return the L{support.ListenRecorder} that saw its ports."""
         options = tap.Options()
-        options.parseOptions(["--tcp", tcp, "--udp", udp, "--irc", "off", "--history", "none"])
+        options.parseOptions(["--tcp", tcp, "--udp", udp, "--irc", "off", "--web", "off",
+                              "--history", "none"])
         listeners = support.ListenRecorder(self.reactor)
         self.service = tap.makeService(options, reactor=listeners)
         self.service.startService()

@@ -59,7 +59,7 @@ class TlsClientTests(TempFiles, TestCase):
         options = tap.Options()
         options.parseOptions([
             "--tcp", f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={key_file}",
-            "--udp", "off", "--irc", "off", "--history", "none",
+            "--udp", "off", "--irc", "off", "--web", "off", "--history", "none",
         ])
         recorder = support.ListenRecorder(self.reactor)
         service = tap.makeService(options, reactor=recorder)

@@ -23,7 +23,7 @@ class UdpClientProcessTests(TestCase):
         self.reactor = reactor
         options = tap.Options()
         options.parseOptions([
-            "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off",
+            "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off",
             "--history", "none",
         ])
         recorder = support.ListenRecorder(reactor)

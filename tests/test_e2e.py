@@ -46,7 +46,7 @@ class TwistdTests(TestCase):
         argv = [
             TWISTD, "-n", "--pidfile=", "chatroom",
             "--tcp", "tcp:0:interface=127.0.0.1",
-            "--udp", "udp:0:interface=127.0.0.1", "--irc", "off",
+            "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off",
             # History on, as users run it, in a file of this test's own.
             "--history", self.history,
             *extra,

@@ -54,7 +54,7 @@ class BadHistoryFileTests(_TwistdHarness):
         before = fingerprint(self.folder)
         argv = list(daemon) if daemon else ["-n", "--pidfile="]
         server = self.twistd(
-            *argv, "chatroom", "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off",
+            *argv, "chatroom", "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off", "--web", "off",
             "--history", self.path,
         )
         self.assertEqual((yield server.wait_for_exit(START_WAIT)), 1, server.output)
@@ -142,7 +142,7 @@ class RestartSurvivalTests(_TwistdHarness):
     def start(self):
         """twistd -n on the history file, times shown in UTC; fire with (process, TCP port)."""
         server = self.twistd(
-            "-n", "--pidfile=", "chatroom", "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off",
+            "-n", "--pidfile=", "chatroom", "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off", "--irc", "off", "--web", "off",
             "--history", self.path, "--shutdown-grace", "5",
             env={"TZ": "UTC"},
         )

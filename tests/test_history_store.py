@@ -828,6 +828,61 @@ class RecentTests(_StoreHarness):
         self.assertEqual(self.successResultOf(store.newest_id()), 9)
 
 
+class AfterTests(_StoreHarness):
+    """What a returning client missed: the first lines after an id, across chunks and the buffer."""
+
+    def fill(self, store):
+        """Lines 1..40 of #lobby over four turns (chunks), a join and #other between them."""
+        next_id = 1
+        for _ in range(4):
+            lines = []
+            for _ in range(10):
+                lines += [said(next_id), said(next_id + 1, room="#other")]
+                next_id += 2
+            store.record_turn(tuple(lines))
+            store.record(Joined(next_id, T0, "#lobby", "bob", "tcp"))
+            next_id += 1
+            self.turn()
+        return [e for e in stored_events(self.path) if type(e) is Said and e.room == "#lobby"]
+
+    def test_first_lines_after_an_id_oldest_first_across_chunks(self):
+        store = self.make_store()
+        lobby = self.fill(store)
+        got = self.successResultOf(store.recent("#lobby", 12, 10_000, after=lobby[5].id))
+        self.assertEqual(got, lobby[6:18])
+        everything = self.successResultOf(store.recent("#lobby", 1000, 10_000, after=0))
+        self.assertEqual(everything, lobby)
+
+    def test_paging_on_from_the_last_id_leaves_no_gap_and_no_repeat(self):
+        store = self.make_store()
+        lobby = self.fill(store)
+        seen, last = [], 0
+        while True:
+            page = self.successResultOf(store.recent("#lobby", 7, 10_000, after=last))
+            if not page:
+                break
+            seen += page
+            last = page[-1].id
+        self.assertEqual(seen, lobby)
+
+    def test_bounded_above_by_before(self):
+        store = self.make_store()
+        lobby = self.fill(store)
+        got = self.successResultOf(store.recent("#lobby", 100, lobby[10].id, after=lobby[7].id))
+        self.assertEqual(got, lobby[8:10])
+
+    def test_lines_not_written_yet_are_included_once(self):
+        store = self.make_store()
+        lobby = self.fill(store)
+        store.record(said(500))
+        store.record(said(501, room="#other"))
+        store.record(said(502))
+        got = self.successResultOf(store.recent("#lobby", 100, 10_000, after=lobby[-1].id))
+        self.assertEqual(got, [said(500), said(502)])
+        got = self.successResultOf(store.recent("#lobby", 2, 10_000, after=lobby[-2].id))
+        self.assertEqual(got, [lobby[-1], said(500)])
+
+
 class ReadBoundTests(_StoreHarness):
     """At most MAX_READS queries wait on the one connection; more are refused at once."""
 
@@ -1173,7 +1228,12 @@ class RealPoolTests(TestCase):
         store = SQLiteHistory(self.path, self.reactor)
         yield store.start().addTimeout(10, self.reactor)
         store.record(said(1))
-        yield store.recent("#lobby", 1, 99).addTimeout(10, self.reactor)  # after the write
+        # Wait until the first write is committed: the read alone does not order it (it is
+        # queued in this turn, the write at its end), and under load it came first.
+        deadline = self.reactor.seconds() + 10
+        while ids(self.path) != [1]:
+            self.assertLess(self.reactor.seconds(), deadline, "said(1) was never written")
+            yield task.deferLater(self.reactor, 0.01, lambda: None)
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(self.path + suffix):
                 os.remove(self.path + suffix)

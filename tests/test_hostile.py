@@ -620,7 +620,7 @@ class HostileClientsTests(TestCase):
         server = ServerProcess()
         args = [
             twistd, "-n", "--pidfile=", "chatroom",
-            "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off",
+            "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off",
             "--flood-rate", str(FLOOD_RATE), "--flood-burst", str(FLOOD_BURST),
             # History on, as users run it: every good line is written to SQLite too.
             "--history", os.path.join(self.workdir, "history.sqlite3"),

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from chatservice.core.commands import Join
 from chatservice.core.errors import (
     InvalidRoom,
     NoSuchRoom,
@@ -41,7 +42,7 @@ from chatservice.core.events import (
     TopicChanged,
 )
 from chatservice.core.flood import FloodPolicy
-from chatservice.core.hub import REPLAY_TIMEOUT, Hub
+from chatservice.core.hub import REPLAY_TIMEOUT, RESUME_MAX, Hub
 from chatservice.core.interfaces import IEventSink, IHistoryStore, IParticipant
 from chatservice.core.limits import Limits
 from chatservice.core.nicks import NickRegistry
@@ -1240,6 +1241,49 @@ class ReplayTestMixin(HubTestMixin):
         """What C{participant} was shown, without its welcome and hint."""
         return [bare(event) for event in participant.events
                 if type(event).__name__ not in ("Welcome", "Notice")]
+
+
+class ResumeTests(ReplayTestMixin, SynchronousTestCase):
+    """A returning client names the last id it saw: it is shown what came after, then live."""
+
+    def test_join_since_asks_for_what_came_after_and_then_live_lines(self):
+        old1 = next(e for e in self.store.recorded if type(e) is Said and e.text == "old1")
+        self.hub.say(self.alice, self.dev(), "elsewhere")  # not #lobby's
+        carol = FakeParticipant(None, "web")
+        carol.session = Session(carol, self.hub, self.registry, self.clock, self.limits,
+                                lands_in_default_room=False)
+        carol.session.start("carol")
+        carol.session.handle(Join("#lobby", since=old1.id))
+        self.clock.advance(0)
+        [ask] = self.store.asks[self.asked:]
+        joined = next(e for e in self.store.recorded if type(e) is Joined and e.nick == "carol")
+        self.assertEqual(ask[1:], ("#lobby", RESUME_MAX, joined.id, old1.id))
+        self.hub.say(self.bob, self.lobby, "live1")  # while the store answers
+        self.clock.advance(0)
+        self.store.answer()
+        self.clock.advance(0)
+        shown = [e for e in self.shown(carol) if type(e).__name__ not in ("Registered",
+                                                                          "RoomJoined")]
+        self.assertEqual(shown, self.replay_of("old2") + [said("#lobby", "bob", "live1")])
+
+    def test_history_after_and_before_bound_the_lines_shown(self):
+        lines = [e for e in self.store.recorded if type(e) is Said]
+        self.hub.history(self.alice, self.lobby, 5, after=lines[0].id)
+        self.clock.advance(0)
+        self.assertEqual(self.store.asks[-1][4], lines[0].id)
+        self.store.answer()
+        self.clock.advance(0)
+        self.assertEqual(self.shown(self.alice), self.replay_of("old2"))
+        self.alice.clear()
+        self.hub.history(self.alice, self.lobby, 5, before=lines[1].id)
+        self.clock.advance(0)
+        self.assertEqual(self.store.asks[-1][3], lines[1].id)
+        self.store.answer()
+        self.clock.advance(0)
+        self.assertEqual(self.shown(self.alice), self.replay_of("old1"))
+
+    def dev(self):
+        return self.hub.room("#dev")
 
 
 class ReplayTests(ReplayTestMixin, SynchronousTestCase):

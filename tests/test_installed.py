@@ -25,7 +25,7 @@ class InstalledCopyTests(SynchronousTestCase):
         package = os.path.join(PROJECT_ROOT, "chatservice")
         for folder, _, names in os.walk(package):
             for name in sorted(names):
-                if name.endswith(".py"):
+                if name.endswith((".py", ".html", ".css", ".js")):  # the web page's files too
                     mine = os.path.join(folder, name)
                     relative = os.path.relpath(mine, package)
                     pairs.append((mine, os.path.join(site, "chatservice", relative)))

@@ -161,7 +161,7 @@ class _IRCHarness(TestCase):
         options = tap.Options()
         options.parseOptions([
             "--tcp", "tcp:0:interface=127.0.0.1", "--udp", "off",
-            "--irc", "tcp:0:interface=127.0.0.1", "--history", "none",
+            "--irc", "tcp:0:interface=127.0.0.1", "--web", "off", "--history", "none",
             "--server-name", SERVER, *self.extra_options,
         ])
         recorder = _ListenRecorder(reactor)
@@ -192,13 +192,9 @@ class _IRCHarness(TestCase):
             yield client.line(f":{SERVER} 366 {nickname} {channel} :End of /NAMES list.")
         return client
 
-    @defer.inlineCallbacks
     def line_user(self, nick):
         """A raw TCP line user, logged in as C{nick} (in #lobby)."""
-        user = yield support.connect(self.reactor, self.tcp_port)
-        self.addCleanup(user.close)
-        yield support.log_in(user, nick)
-        return user
+        return support.line_user(self, self.reactor, self.tcp_port, nick)
 
 
 class IRCClientTests(_IRCHarness):

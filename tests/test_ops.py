@@ -41,7 +41,7 @@ STREAM_LISTENING = (
 UDP_LISTENING = (
     rb"\[chatservice\.listen\.DatagramListener#info\] UDP chat listening on (\S+):(\d+)\n"
 )
-LOCAL = ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off"]
+LOCAL = ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off"]
 #: The info line the hub logs when the raw UDP user below has her nick.
 CAROL_ARRIVED = rb"\[chatservice\.core\.hub\.Hub#info\] carol arrived via udp from 127\.0\.0\.1:\d+\n"
 #: A goodbye nobody acknowledges need not hold a test up for the default 2 s.
@@ -218,7 +218,7 @@ class LogLevelTests(_TwistdHarness):
         """
         path = os.path.join(self.workdir, "chat.sock")
         server = self.twistd(
-            "-n", "--pidfile=", "chatroom", "--tcp", f"unix:{path}", "--udp", "off", "--irc", "off",
+            "-n", "--pidfile=", "chatroom", "--tcp", f"unix:{path}", "--udp", "off", "--irc", "off", "--web", "off",
             "--max-clients", "1", "--log-level", "warn",
         )
         yield poll(self.reactor, lambda: os.path.exists(path), START_WAIT, "the UNIX socket")
@@ -262,7 +262,7 @@ class ListeningLineTests(_TwistdHarness):
         pem = os.path.join(self.workdir, "server.pem")
         authority.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(pem)
         server = self.twistd(
-            "-n", "--pidfile=", "chatroom", "--udp", "off", "--irc", "off",
+            "-n", "--pidfile=", "chatroom", "--udp", "off", "--irc", "off", "--web", "off",
             "--tcp", f"ssl:0:interface=127.0.0.1:privateKey={pem}:certKey={pem}",
         )
         found = yield server.wait_for_output(STREAM_LISTENING, START_WAIT)
@@ -303,7 +303,7 @@ class PortInUseTests(_TwistdHarness):
         pidfile = os.path.join(self.workdir, "chatroom.pid")
         server = self.twistd(
             "-n", f"--pidfile={pidfile}", "chatroom",
-            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off",
+            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off",
         )
         self.assertEqual((yield server.wait_for_exit(START_WAIT)), 1)
         self.assertFalse(os.path.exists(pidfile), "the pid file should not outlive the process")
@@ -318,7 +318,7 @@ class PortInUseTests(_TwistdHarness):
         port = self.hold(socket.SOCK_DGRAM)
         server = self.twistd(
             "-n", "--pidfile=", "chatroom",
-            "--tcp", "tcp:0:interface=127.0.0.1", "--udp", f"udp:{port}:interface=127.0.0.1", "--irc", "off",
+            "--tcp", "tcp:0:interface=127.0.0.1", "--udp", f"udp:{port}:interface=127.0.0.1", "--irc", "off", "--web", "off",
         )
         self.assertEqual((yield server.wait_for_exit(START_WAIT)), 1)
         self.assert_one_clear_line(
@@ -338,7 +338,7 @@ class PortInUseTests(_TwistdHarness):
         logfile = os.path.join(self.workdir, "chatroom.log")
         parent = self.twistd(
             f"--pidfile={pidfile}", f"--logfile={logfile}", "chatroom",
-            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "off", "--irc", "off",
+            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "off", "--irc", "off", "--web", "off",
         )
         self.assertEqual((yield parent.wait_for_exit(START_WAIT)), 1)
         self.assertIn(

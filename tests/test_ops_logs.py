@@ -193,7 +193,7 @@ class MakeServiceLoggingTests(SynchronousTestCase):
     def test_foreground_exits_1_if_it_cannot_listen(self):
         port = self.held_port()
         service = self.made(
-            "-n", "chatroom", "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "off", "--irc", "off"
+            "-n", "chatroom", "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "off", "--irc", "off", "--web", "off"
         )
         with self.assertRaises(SystemExit) as raised:
             service.privilegedStartService()
@@ -204,7 +204,7 @@ class MakeServiceLoggingTests(SynchronousTestCase):
         path = os.path.join(self.directory, "chat.log")
         service = self.made(
             f"--logfile={path}", "chatroom",
-            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "off", "--irc", "off",
+            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--udp", "off", "--irc", "off", "--web", "off",
         )
         error = self.assertRaises(CannotListenError, service.privilegedStartService)
         self.assertEqual(str(error), f"TCP port {port} on 127.0.0.1: address already in use")

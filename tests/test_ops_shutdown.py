@@ -137,7 +137,7 @@ class StopAcceptingTests(TestCase):
     def test_udp_socket_stays_open_until_the_goodbyes_are_done(self):
         options = tap.Options()
         options.parseOptions(
-            ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off",
+            ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off",
              "--shutdown-grace", "30", "--history", "none"]
         )
         service = tap.makeService(options, reactor=self.reactor)

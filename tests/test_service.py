@@ -408,7 +408,7 @@ class KeepingStore:
     def record_turn(self, events):
         self.recorded.extend(events)
 
-    def recent(self, room, limit, before):
+    def recent(self, room, limit, before, after=None):
         return defer.succeed([])
 
     def newest_id(self):

@@ -993,10 +993,12 @@ class MemoryHistory:
     def record_turn(self, events):
         self.recorded.extend(events)
 
-    def recent(self, room, limit, before):
+    def recent(self, room, limit, before, after=None):
+        low = -1 if after is None else after
         lines = [event for event in self.recorded
-                 if type(event) in PUBLIC_LINES and fold(event.room) == room and event.id < before]
-        return defer.succeed(lines[-limit:])
+                 if type(event) in PUBLIC_LINES and fold(event.room) == room
+                 and low < event.id < before]
+        return defer.succeed(lines[:limit] if after is not None else lines[-limit:])
 
     def newest_id(self):
         return defer.succeed(max((event.id for event in self.recorded), default=0))

@@ -82,8 +82,10 @@ def parse(*argv):
 
 def no_history(*argv):
     """C{argv} with C{--history none} (a test must never create the default file in its cwd)
-    and, unless C{argv} names it, C{--irc off} (these tests are about the other listeners)."""
-    return (*argv, "--history", "none") + (() if "--irc" in argv else ("--irc", "off"))
+    and, unless C{argv} names them, C{--irc off} and C{--web off} (these tests are about the
+    other listeners)."""
+    return ((*argv, "--history", "none") + (() if "--irc" in argv else ("--irc", "off"))
+            + (() if "--web" in argv else ("--web", "off")))
 
 
 def temp_folder(case):
@@ -163,7 +165,7 @@ class OptionsTests(SynchronousTestCase):
 
     def test_all_off(self):
         with self.assertRaises(usage.UsageError):
-            parse("--tcp", "off", "--udp", "off", "--irc", "off")
+            parse("--tcp", "off", "--udp", "off", "--irc", "off", "--web", "off")
 
     def test_irc_alone_is_enough(self):
         self.assertEqual(parse("--tcp", "off", "--udp", "off")["irc"], "tcp:6667:backlog=1024")
@@ -175,6 +177,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, parse, "--server-name", "bad name")
         self.assertRaises(usage.UsageError, parse, "--irc", "70000")
         self.assertRaises(usage.UsageError, parse, "--motd", "/nonexistent/motd.txt")
+
+    def test_web_options(self):
+        self.assertEqual(parse("--tcp", "off", "--udp", "off", "--web", "9000")["web"],
+                         "tcp:9000:backlog=1024")
+        self.assertIsNone(parse("--web", "off")["web"])
+        options = parse("--web", "tcp:8081:interface=127.0.0.1",
+                        "--web-origins", "https://chat.example, http://localhost:8081",
+                        "--trust-proxy")
+        self.assertEqual((options["web"], options["web-origins"], options["trust-proxy"]),
+                         ("tcp:8081:interface=127.0.0.1",
+                          ("https://chat.example", "http://localhost:8081"), True))
+        self.assertEqual(parse()["web-origins"], ())
+        self.assertRaises(usage.UsageError, parse, "--web", "70000")
+        self.assertRaises(usage.UsageError, parse, "--web", "ssl:8443:privateKey=/nonexistent")
 
     def test_each_limit(self):
         cases = [
@@ -381,11 +397,12 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(max_packet, protocol.max_datagram_read)
 
     def test_defaults_listen_on_12345_and_12346(self):
-        """And IRC on 6667."""
+        """And IRC on 6667, the web on 8080."""
         reactor = UDPMemoryReactor()
         service = tap.makeService(parse("--history", "none"), reactor=reactor)
         service.startService()
-        self.assertEqual([(s[0], s[3]) for s in reactor.tcpServers], [(12345, ""), (6667, "")])
+        self.assertEqual([(s[0], s[3]) for s in reactor.tcpServers],
+                         [(12345, ""), (6667, ""), (8080, "")])
         self.assertEqual([(s[0], s[2]) for s in reactor.udpServers], [(12346, "")])
 
     def test_bare_port_listens_with_a_deep_backlog(self):
@@ -606,7 +623,7 @@ class JournalStore:
     def record_turn(self, events):
         self.recorded.extend(events)
 
-    def recent(self, room, limit, before):
+    def recent(self, room, limit, before, after=None):
         self.asked.append((room, limit, before))
         return defer.succeed([])
 
@@ -674,7 +691,7 @@ class ShutdownOrderTests(SynchronousTestCase):
         )
         path = os.path.join(temp_folder(self), "history.sqlite3")
         service = tap.makeService(
-            parse("--tcp", "7000", "--udp", "7001", "--irc", "off", "--history", path),
+            parse("--tcp", "7000", "--udp", "7001", "--irc", "off", "--web", "off", "--history", path),
             reactor=reactor,
         )
         service.startService()

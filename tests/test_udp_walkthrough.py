@@ -150,7 +150,7 @@ class WalkthroughTests(TestCase):
 
         options = tap.Options()
         options.parseOptions(
-            ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off",
+            ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off",
              "--history", "none"]
         )
         recorder = _Recorder(reactor)

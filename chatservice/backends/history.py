@@ -134,6 +134,11 @@ _RECENT = (
     " WHERE room_key = ? AND first_id < ? AND lines > 0"
     " ORDER BY last_id DESC"
 )
+_AFTER = (
+    "SELECT first_id, last_id, room, times, data FROM chunks"
+    " WHERE room_key = ? AND last_id > ? AND first_id < ? AND lines > 0"
+    " ORDER BY last_id"
+)
 _NEWEST = "SELECT max(last_id) FROM chunks"
 _NO_UPPER_BOUND = 1 << 63
 
@@ -499,6 +504,31 @@ def _select_recent(txn, room_key: str, before: int, limit: int) -> list:
             del found[limit:]
     found.reverse()
     return found
+
+
+def _select_after(txn, room_key: str, after: int, before: int, limit: int) -> list:
+    """The first C{limit} public lines of a room between C{after} and C{before}, oldest first.
+
+    Reads the room's chunks oldest first from the one that ends after C{after}, and
+    stops once C{limit} lines are found: chunks of one room do not overlap, so every
+    later chunk holds only later lines."""
+    txn.execute(_AFTER, (room_key, after, before))
+    found: list = []
+    while len(found) < limit:
+        row = txn.fetchone()
+        if row is None:
+            break
+        first_id, last_id, room, times, data = row
+        times = _times(times)
+        for index, part in enumerate(data.split(_RS)):
+            delta, kind, where, nick, text = part.split(_US)
+            make = _LINE_KINDS.get(kind)
+            if make is not None:
+                id_ = first_id + int(delta)
+                if after < id_ < before:
+                    found.append(make(id_, times[index], where or room, nick, text))
+    found.sort(key=_event_id)
+    return found[:limit]
 
 
 def _event_id(event) -> int:
@@ -868,15 +898,18 @@ class SQLiteHistory:
 
     # -- reading
 
-    def recent(self, room_key: str, limit: int, before: int | None) -> defer.Deferred:
+    def recent(self, room_key: str, limit: int, before: int | None,
+               after: int | None = None) -> defer.Deferred:
         """
-        The last C{limit} public lines of a room with an id below C{before},
-        oldest first, as L{Said}/L{Emote} values; records not yet written are
-        included, and none twice.
+        The last C{limit} public lines of a room with an id below C{before}
+        (or, given C{after}, the first C{limit} above C{after}: what a client
+        that saw C{after} missed), oldest first, as L{Said}/L{Emote} values;
+        records not yet written are included, and none twice.
 
         @param room_key: the room's folded name (a display name works too).
         @param limit: how many lines at most.
         @param before: only ids below this (None: no bound).
+        @param after: only ids above this, the oldest first (None: the newest).
         @return: a Deferred firing with a list of events, or failing with
             L{Unavailable} when L{MAX_READS} queries are waiting already.
         """
@@ -888,27 +921,31 @@ class SQLiteHistory:
         key = fold(room_key)
         bound = _NO_UPPER_BOUND if before is None else before
         self._reads += 1
-        d = self._run(_select_recent, key, bound, limit)
+        if after is None:
+            d = self._run(_select_recent, key, bound, limit)
+        else:
+            d = self._run(_select_after, key, after, bound, limit)
         d.addBoth(self._read_done)
-        d.addCallback(self._merge_recent, key, bound, limit)
+        d.addCallback(self._merge_recent, key, bound, limit, after)
         return d
 
     def _read_done(self, result):
         self._reads -= 1
         return result
 
-    def _merge_recent(self, events, key, bound, limit) -> list:
+    def _merge_recent(self, events, key, bound, limit, after=None) -> list:
         # Merged when the answer arrives, not when asked: the pool runs one
         # interaction at a time in order, so whatever is not in C{events} is
         # still in the buffer or in flight now; ids remove any overlap.
         seen = {event.id for event in events}
+        low = -1 if after is None else after
         for event in self._pending(key):
-            if (type(event) is Said or type(event) is Emote) and event.id < bound and (
+            if (type(event) is Said or type(event) is Emote) and low < event.id < bound and (
                 event.id not in seen
             ):
                 events.append(event)
         events.sort(key=_event_id)
-        return events[-limit:]
+        return events[:limit] if after is not None else events[-limit:]
 
     def newest_id(self) -> defer.Deferred:
         """

@@ -82,9 +82,16 @@ class Help:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """C{/join #room}: join a room (creating it) and make it current."""
+    """
+    C{/join #room}: join a room (creating it) and make it current.
+
+    @ivar since: the id of the last line a returning client saw there: it is
+        shown the lines after it (up to L{chatservice.core.hub.RESUME_MAX}) instead of the last few.
+        Never made from text.
+    """
 
     room: str
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +120,18 @@ class Topic:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """C{/history [#room] [N]}: show a room's last N lines."""
+    """
+    C{/history [#room] [N]}: show a room's last N lines.
+
+    @ivar before: only lines with a smaller id (a client scrolling up).
+    @ivar after: the first N lines with a larger id instead (a client catching up).
+    Neither is made from text.
+    """
 
     room: str | None
     count: int | None
+    before: int | None = None
+    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

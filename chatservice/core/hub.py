@@ -44,10 +44,12 @@ from chatservice.core.rooms import Room
 #: Seconds a history query has to answer before the replay is given up
 #: (the room's live lines, held back meanwhile, are then shown).
 REPLAY_TIMEOUT = 10.0
-
-
+#: The most lines a returning client is shown on joining a room it names a last id for
+#: (L{Hub.join}'s C{since}); it asks for the rest with history requests (C{after}).
+RESUME_MAX = 1000
 #: How many spellings of room names L{Hub.room} remembers before starting again.
 _SPELLINGS = 4096
+
 
 class Hub:
     """
@@ -226,10 +228,12 @@ class Hub:
         self._rooms[room.key] = room
         return room
 
-    def join(self, participant, name: str) -> Room:
+    def join(self, participant, name: str, since: int | None = None) -> Room:
         """
         Put C{participant} in the room called C{name}, creating it if needed,
-        tell its members, and replay its history to C{participant}.
+        tell its members, and replay its history to C{participant}: its last
+        lines, or with C{since} (a returning client's last id there) the lines
+        after that one, up to L{RESUME_MAX}.
 
         @return: the room (C{participant} may already have been in it).
         @raise InvalidRoom, TooManyRooms: refused.
@@ -256,7 +260,9 @@ class Hub:
         event = Joined(*self._stamp(), room.name, participant.nick, participant.via)
         self.log.info("{nick} joined {room}", nick=participant.nick, room=room.name)
         self._turn.publish(event, room, exclude=participant)
-        if self._replay > 0:
+        if since is not None and self._history is not None:
+            self._start_replay(participant, room, event.id, RESUME_MAX, after=since)
+        elif self._replay > 0:
             self._start_replay(participant, room, event.id, self._replay)
         return room
 
@@ -377,7 +383,8 @@ class Hub:
 
     # -- history ---------------------------------------------------------------
 
-    def _start_replay(self, participant, room: Room, before: int, limit: int) -> None:
+    def _start_replay(self, participant, room: Room, before: int, limit: int,
+                      after: int | None = None) -> None:
         """
         Replay C{room}'s last lines to a joiner, holding the room's live
         lines back meanwhile so they come after the replay: never lost, never
@@ -388,7 +395,7 @@ class Hub:
         self._turn.hold(participant, room)
         d = defer.Deferred()
         self._replays[(participant, room)] = d
-        d.addCallback(lambda _: self._history.recent(room.key, limit, before))
+        d.addCallback(lambda _: self._recent(room, limit, before, after))
         d.addTimeout(REPLAY_TIMEOUT, self._clock)
         d.addCallbacks(
             self._replayed, self._replay_failed,
@@ -397,6 +404,12 @@ class Hub:
         d.addErrback(lambda f: None if f.check(defer.CancelledError) else f)
         d.addErrback(lambda f: self.log.failure("Replaying {room} failed", f, room=room.name))
         self._turn.then(lambda: d.called or d.callback(None))
+
+    def _recent(self, room: Room, limit: int, before: int, after: int | None):
+        """Ask the store; C{after} only when given (stores before resume need not take it)."""
+        if after is None:
+            return self._history.recent(room.key, limit, before)
+        return self._history.recent(room.key, limit, before, after)
 
     def _replayed(self, events, participant, room: Room) -> None:
         if self._replays.pop((participant, room), None) is None:
@@ -428,9 +441,11 @@ class Hub:
         for event in self._turn.release(participant, room):
             self.tell(participant, event)
 
-    def history(self, participant, room: Room, limit: int) -> defer.Deferred:
+    def history(self, participant, room: Room, limit: int, before: int | None = None,
+                after: int | None = None) -> defer.Deferred:
         """
-        Show C{participant} the last C{limit} lines of C{room}, on demand.
+        Show C{participant} the last C{limit} lines of C{room} (below the id
+        C{before}, when given), or the first C{limit} after the id C{after}, on demand.
 
         @raise NotInRoom: only members may read it.
         @raise Unavailable: the service keeps no history.
@@ -439,9 +454,10 @@ class Hub:
             raise NotInRoom(f"you are not in {room.name}", subject=room.name)
         if self._history is None:
             raise Unavailable("this server keeps no history")
-        before = self._ids.next()
+        now = self._ids.next()
+        before = now if before is None else min(before, now)
         d = defer.Deferred()
-        d.addCallback(lambda _: self._history.recent(room.key, limit, before))
+        d.addCallback(lambda _: self._recent(room, limit, before, after))
         d.addTimeout(REPLAY_TIMEOUT, self._clock)
 
         def show(events):

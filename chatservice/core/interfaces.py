@@ -86,11 +86,13 @@ class IEventSink(Interface):
 class IHistoryStore(IEventSink):
     """Where room history is kept, and asked for (the SQLite store; later PostgreSQL)."""
 
-    def recent(room, limit, before):
+    def recent(room, limit, before, after=None):
         """
         The last C{limit} public lines (L{chatservice.core.events.PUBLIC_LINES})
         of C{room} (its folded name) with an id below C{before}, oldest first,
-        including what was recorded but not yet written.
+        including what was recorded but not yet written.  Given C{after}, the
+        first C{limit} lines with an id above it instead (what a client that
+        saw C{after} missed, oldest first, so paging on leaves no gap).
 
         @return: a Deferred firing with a list of events.
         """

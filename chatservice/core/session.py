@@ -293,7 +293,7 @@ class Session:
             hub.private(me, command.nick, command.text, command.quiet, command.action,
                         command.tags)
         elif kind is Join:
-            self._join(command.room)
+            self._join(command.room, command.since)
         elif kind is Part:
             room = self._named_or_current(command.room)
             hub.part(me, room, command.reason)
@@ -314,7 +314,8 @@ class Session:
                 hub.set_topic(me, room, command.text)
         elif kind is History:
             room = self._named_or_current(command.room)
-            hub.history(me, room, command.count or commands.HISTORY_DEFAULT)
+            hub.history(me, room, command.count or commands.HISTORY_DEFAULT, command.before,
+                        command.after)
         elif kind is Nick:
             self._rename(command.nick)
         elif kind is Help:
@@ -342,10 +343,10 @@ class Session:
         self._current = room
         self._participant.room = None if room is None else room.name
 
-    def _join(self, name: str) -> None:
+    def _join(self, name: str, since: int | None = None) -> None:
         me = self._participant
         before = self._hub.rooms_of(me)
-        room = self._hub.join(me, name)
+        room = self._hub.join(me, name, since)
         self._set_current(room)
         if room in before:
             self._tell(CurrentRoom(room.name))

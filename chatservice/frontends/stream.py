@@ -98,8 +98,35 @@ class SendQueue:
         self._chunks, self._size = [], 0
 
 
+class DropsSlowReaders:
+    """
+    What a connection does when its send queue overflows (L{SendQueue}'s
+    C{overflow}): a mixin for protocols with C{transport}, C{factory.clock},
+    C{_session}, C{nick}, C{peer} and a C{_drop_call} of None, which their
+    C{connectionLost} runs at once if still pending.
+    """
+
+    def _too_slow(self) -> None:
+        """
+        Output passed the bound: hang up now, and end the session right after.
+
+        Not from here: this runs inside C{deliver}, while the hub hands out a
+        turn, and ending the session takes this user out of the rooms being
+        walked.  The session ends on the next turn, or as the connection's end
+        is reported if that comes first; either way once, as too slow.
+        """
+        self.log.warn("{nick} ({peer}) is too slow to read; dropping", nick=self.nick,
+                      peer=self.peer)
+        self._drop_call = self.factory.clock.callLater(0, self._drop)
+        self.transport.abortConnection()
+
+    def _drop(self) -> None:
+        self._drop_call = None
+        self._session.end("too slow to read")
+
+
 @implementer(IParticipant)
-class StreamChatProtocol(Protocol):
+class StreamChatProtocol(DropsSlowReaders, Protocol):
     """
     A chat user on a byte stream: lines in, each to the session; events out.
 
@@ -384,24 +411,6 @@ class StreamChatProtocol(Protocol):
                 CLOSE_GRACE, self.transport.abortConnection
             )
         return d
-
-    def _too_slow(self) -> None:
-        """
-        Output passed the bound: hang up now, and end the session right after.
-
-        Not from here: this runs inside C{deliver}, while the hub hands out a
-        turn, and ending the session takes this user out of the rooms being
-        walked.  The session ends on the next turn, or as the connection's end
-        is reported if that comes first; either way once, as too slow.
-        """
-        self.log.warn("{nick} ({peer}) is too slow to read; dropping", nick=self.nick,
-                      peer=self.peer)
-        self._drop_call = self.factory.clock.callLater(0, self._drop)
-        self.transport.abortConnection()
-
-    def _drop(self) -> None:
-        self._drop_call = None
-        self._session.end("too slow to read")
 
     def connectionLost(self, reason) -> None:
         self._gone = True
