@@ -174,6 +174,26 @@ def shape_targets(results: dict) -> list[str]:
                    "chatroom at 2x saturation: no connection closed, every line arrived"], rows)
 
 
+def web_targets(results: dict) -> list[str]:
+    """WebSocket users against TCP line users: the same server, the same N, the same run."""
+    rows = []
+    for shape in ("loud", "all"):
+        for users, row in (results.get("shapes", {}).get(shape) or {}).items():
+            web, line = row.get("chatroom-web"), row.get("chatroom")
+            if web is None:
+                continue
+            d_web, d_line = _best(web, "deliveries_per_s"), _best(line or {}, "deliveries_per_s")
+            mine = held_back(web)
+            rows.append(["%s N=%s" % (shape, users),
+                         _fmt_int(d_web) + (" (%s)" % mine if mine else ""), _fmt_int(d_line),
+                         "-" if not d_web or not d_line else "%.2fx" % (d_web / d_line),
+                         _verdict(_overload_ok(web))])
+    if not rows:
+        return []
+    return _table(["shape", "WebSocket users, deliveries/s", "TCP line users", "ratio",
+                   "WebSocket at 2x saturation: no connection closed, every line arrived"], rows)
+
+
 def _memory_row(label: str, ours: dict, ng: dict) -> list[str]:
     """Memory per connection against ngircd's; counted only at the same number of users."""
     mem, ng_mem = ours.get("rss_per_conn_kb"), ng.get("rss_per_conn_kb")
@@ -422,6 +442,12 @@ def render(results: dict) -> str:
                   "in the shape tables below. chatroom's own figure is marked the same way "
                   "(then it is only a lower bound).",
                   ""] + shape_targets(results) + [""]
+        web = web_targets(results)
+        if web:
+            lines += ["WebSocket users (the web page's protocol, `chatroom-web`) against TCP "
+                      "line users (`chatroom`), in this run; no target is set, the ratio is "
+                      "reported. A WebSocket user also gets its own lines back (as the page "
+                      "does), so a room of N gets N deliveries per line, not N-1.", ""] + web + [""]
     lines += other_targets(results) + [""]
     if results.get("shapes"):
         lines += _shape_section(results, servers)

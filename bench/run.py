@@ -43,7 +43,7 @@ FULL = {
     # Fraction of the budget used up when each part ends; connections get the rest.
     "shares": {"shapes": 0.66, "history": 0.80, "udp": 0.86},
     "shapes": dict(STEP, users=[10, 100, 500], rooms_users=2000, rooms=200,
-                   udp_users=[10, 100], shape_s=10.5),
+                   udp_users=[10, 100], web_users=[100], shape_s=10.5),
     "history": {"users": 100, "rounds": 5, "replay_rows": 1000000, "capacity_msgs_per_s": 150000,
                 "capacity_s": 2.5, "capacity_drain_s": 5.0},
     "udp": {"users": 50, "losses": [0.0, 0.2], "msgs_per_user_per_s": 2, "duration_s": 3,
@@ -56,6 +56,7 @@ QUICK = {
     "budget_s": 112,
     "shares": {"shapes": 0.62, "history": 0.80, "udp": 0.88},
     "shapes": dict(STEP, users=[10, 100], rooms_users=300, rooms=30, udp_users=[10],
+                   web_users=[100],
                    step_seconds=0.25, drain_seconds=1.0, overload_drain_seconds=2.0,
                    start_deliveries=300000, max_steps=5, resolution=1.3, shape_s=4.5,
                    half_for_all=False),
@@ -70,9 +71,10 @@ QUICK = {
 SMOKE = {
     "budget_s": 60,
     "shares": {"shapes": 1.0, "history": 1.0, "udp": 1.0},
-    "servers": ["chatroom", "chatroom-irc", "seed"],
+    "servers": ["chatroom", "chatroom-irc", "chatroom-web", "seed"],
     "scenarios": ["shapes"],
-    "shapes": dict(STEP, users=[6], rooms_users=24, rooms=4, udp_users=[5], step_seconds=0.2,
+    "shapes": dict(STEP, users=[6], rooms_users=24, rooms=4, udp_users=[5], web_users=[6],
+                   step_seconds=0.2,
                    drain_seconds=1.0, overload_drain_seconds=1.0, probe_rate=50,
                    start_deliveries=300, udp_start_deliveries=300, max_steps=2, shape_s=4.0),
 }
@@ -189,8 +191,10 @@ def shapes(cfg: dict, servers: list[str], tmp: Path, budget: Budget, out: Path,
     share = cfg["shares"]["shapes"]
     tasks = [("single", n) for n in sc["users"]] + [("rooms", sc["rooms_users"])]
     tasks += [("udp", n) for n in sc["udp_users"]]
-    runs_left = sum(len(order) if kind != "udp" else ("chatroom" in order)
-                    for kind, _ in tasks)
+    runs_left = sum(len([n for n in order if n != "chatroom-web"]) if kind != "udp"
+                    else ("chatroom" in order) for kind, _ in tasks)
+    runs_left += ("chatroom-web" in order) * len([n for n in sc["users"]
+                                                   if n in sc["web_users"]])
     for kind, users in tasks:
         names = ["loud", "all"] if kind == "single" else [kind]
         for name in order:
@@ -198,6 +202,8 @@ def shapes(cfg: dict, servers: list[str], tmp: Path, budget: Budget, out: Path,
                 continue
             if kind == "rooms" and name == "chatroom-irc":
                 continue  # the IRC rows are the single-room shapes, beside the IRC servers
+            if name == "chatroom-web" and (kind != "single" or users not in sc["web_users"]):
+                continue  # the WebSocket row: one N, beside TCP line users at the same N
             runs_left -= 1
             # Each run may take its fair part of what is left, but no more than shape_s per shape.
             per = budget.left_until(share) / (runs_left + 1)

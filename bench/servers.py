@@ -223,6 +223,26 @@ class ChatroomIrcServer(ChatroomServer):
                 "--history", str(self.workdir / "history.sqlite3")]
 
 
+class ChatroomWebServer(ChatroomServer):
+    """chatroom with WebSocket users: the same process, its web listener only (``--web``)."""
+
+    def __init__(self) -> None:
+        super().__init__(history=True)
+        self.name, self.proto, self.udp_kind = "chatroom-web", "ws", None
+        self.notes = ["as chatroom, with the web listener only (--tcp off --udp off --irc off, "
+                      "--web on the port under test); users open a WebSocket at /ws, say hello "
+                      "and send each line as one masked text frame of JSON, as the page does; "
+                      "each event received is one text frame"]
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "twisted", "--reactor=epoll",
+                "--log-file=%s" % (self.workdir / "chatroom.log"),
+                "chatroom", "--tcp", "off", "--udp", "off", "--irc", "off",
+                "--web", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
+                "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
+                "--history", str(self.workdir / "history.sqlite3")]
+
+
 class SeedServer(Server):
     """The seed-style threaded baseline from ``bench/baselines/seed_server.py``."""
 
@@ -351,7 +371,7 @@ class InspircdServer(Server):
                 "--config=%s" % (self.workdir / "inspircd.conf")]
 
 
-ALL_SERVERS = ("chatroom", "chatroom-irc", "seed", "ngircd", "inspircd")
+ALL_SERVERS = ("chatroom", "chatroom-irc", "chatroom-web", "seed", "ngircd", "inspircd")
 APT_PACKAGES = {"ngircd": "ngircd", "inspircd": "inspircd"}
 
 
@@ -359,5 +379,6 @@ def make_server(name: str) -> Server:
     """Build the adapter for one server by its report name."""
     if name == "chatroom-nohistory":
         return ChatroomServer(history=False)
-    return {"chatroom": ChatroomServer, "chatroom-irc": ChatroomIrcServer, "seed": SeedServer,
+    return {"chatroom": ChatroomServer, "chatroom-irc": ChatroomIrcServer,
+            "chatroom-web": ChatroomWebServer, "seed": SeedServer,
             "ngircd": NgircdServer, "inspircd": InspircdServer}[name]()

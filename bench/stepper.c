@@ -10,13 +10,19 @@
  * judges the step exactly as before.  Nothing handed to a socket is ever dropped: what the
  * kernel does not take waits in a pending buffer (and is handed back if still unsent).
  *
- * stdin:  rate duration grace drain tick loud probe_every irc n
- *         then n lines: fd idx room seq sender sampled pre_hex post_hex   ("-" for empty hex)
+ * stdin:  rate duration grace drain tick loud probe_every irc ws n
+ *         then n lines: fd idx room seq sender sampled pre_hex post_hex frames_hex
+ *         ("-" for empty hex; frames_hex: a WebSocket frame begun before this step)
  * stdout: T t0 t_stop last_data complete_at short_in_grace max_lag cpu_s
- *         C idx rx seq closed pending_hex            (one per user)
+ *         C idx rx seq closed pending_hex frames_hex (one per user)
  *         S idx bad tail_hex nlat lat_ms... nnext sender next_seq...   (one per sampled user)
  *         E text                                      (at most 20 errors)
  * Times are CLOCK_MONOTONIC seconds, the clock Python's time.monotonic() reads.
+ *
+ * With ws=1 the users speak WebSocket (chatroom's web front-end): each line (pre + text +
+ * post, a JSON message) goes out as one masked text frame, as a browser sends it, and each
+ * text frame received counts as one delivery (its payload, with a newline, is what the
+ * sampled receivers scan); a ping is answered with a pong.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,7 +47,7 @@ typedef struct {
 typedef struct {
     int fd, idx, room, sender, sampled, closed;
     long seq, start_seq, rx, exp;
-    buf_t pre, post, pending, round, tail;
+    buf_t pre, post, pending, round, tail, frames;
     long bad;
     double *lat;
     size_t nlat, latcap;
@@ -51,7 +57,7 @@ typedef struct {
 } conn_t;
 
 static conn_t *conns;
-static int n_conns, irc;
+static int n_conns, irc, ws;
 static conn_t **by_fd;
 static int max_fd;
 static int ep;
@@ -262,6 +268,73 @@ static void pong(conn_t *c, const char *data, size_t len) {
 
 static char recv_buf[RECV_SIZE];
 
+/* One masked client frame (FIN, `opcode`) holding `len` bytes of `payload`, onto `out`. */
+static void ws_frame(buf_t *out, int opcode, const char *payload, size_t len) {
+    static const unsigned char mask[4] = {0x3a, 0x5c, 0x71, 0x0e};
+    unsigned char head[8];
+    size_t n = 0;
+    head[n++] = 0x80 | opcode;
+    if (len < 126) {
+        head[n++] = 0x80 | (unsigned char)len;
+    } else {
+        head[n++] = 0x80 | 126;
+        head[n++] = (unsigned char)(len >> 8);
+        head[n++] = (unsigned char)len;
+    }
+    memcpy(head + n, mask, 4);
+    n += 4;
+    buf_add(out, (const char *)head, n);
+    size_t at = out->len;
+    buf_add(out, payload, len);
+    for (size_t i = 0; i < len; i++)
+        out->data[at + i] ^= mask[i % 4];
+}
+
+/* Server frames (never masked) as they arrive: count text frames, answer pings. */
+static void ws_receive(conn_t *c, const char *data, size_t len) {
+    buf_add(&c->frames, data, len);
+    size_t at = 0;
+    const unsigned char *b = (const unsigned char *)c->frames.data;
+    while (c->frames.len - at >= 2) {
+        int opcode = b[at] & 0x0f;
+        size_t plen = b[at + 1] & 0x7f, head = 2;
+        if (plen == 126) {
+            if (c->frames.len - at < 4)
+                break;
+            plen = ((size_t)b[at + 2] << 8) | b[at + 3];
+            head = 4;
+        } else if (plen == 127) {
+            if (c->frames.len - at < 10)
+                break;
+            plen = 0;
+            for (int k = 0; k < 8; k++)
+                plen = (plen << 8) | b[at + 2 + k];
+            head = 10;
+        }
+        if (c->frames.len - at < head + plen)
+            break;
+        const char *payload = c->frames.data + at + head;
+        if (opcode == 1) {
+            c->rx++;
+            if (c->sampled) {
+                scan(c, payload, plen);
+                scan(c, "\n", 1);
+            }
+        } else if (opcode == 9) {
+            buf_t pong = {0};
+            ws_frame(&pong, 10, payload, plen);
+            send_data(c, pong.data, pong.len);
+            free(pong.data);
+        } else if (opcode == 8) {
+            fail(c, "closed by server (WebSocket close)");
+            return;
+        }
+        at += head + plen;
+        b = (const unsigned char *)c->frames.data;
+    }
+    buf_drop(&c->frames, at);
+}
+
 static void pump(int timeout_ms) {
     struct epoll_event events[1024];
     int n = epoll_wait(ep, events, 1024, timeout_ms);
@@ -288,6 +361,10 @@ static void pump(int timeout_ms) {
             continue;
         }
         got = 1;
+        if (ws) {
+            ws_receive(c, recv_buf, (size_t)r);
+            continue;
+        }
         long lines = 0;
         for (ssize_t i = 0; i < r; i++)
             lines += recv_buf[i] == '\n';
@@ -309,6 +386,15 @@ static void line_for(conn_t *c, long j, long probe_every, buf_t *out) {
     else
         len = snprintf(text, sizeof text, "m%d.%ld %s", c->idx, c->seq, PAD);
     c->seq++;
+    if (ws) {
+        buf_t message = {0};
+        buf_add(&message, c->pre.data, c->pre.len);
+        buf_add(&message, text, len);
+        buf_add(&message, c->post.data, c->post.len);
+        ws_frame(out, 1, message.data, message.len);
+        free(message.data);
+        return;
+    }
     buf_add(out, c->pre.data, c->pre.len);
     buf_add(out, text, len);
     buf_add(out, c->post.data, c->post.len);
@@ -318,8 +404,8 @@ int main(void) {
     double rate, duration, grace, drain, tick;
     int loud;
     long probe_every;
-    if (scanf("%lf %lf %lf %lf %lf %d %ld %d %d", &rate, &duration, &grace, &drain, &tick, &loud,
-              &probe_every, &irc, &n_conns) != 9) {
+    if (scanf("%lf %lf %lf %lf %lf %d %ld %d %d %d", &rate, &duration, &grace, &drain, &tick,
+              &loud, &probe_every, &irc, &ws, &n_conns) != 10) {
         fputs("stepper: bad header\n", stderr);
         return 2;
     }
@@ -328,14 +414,16 @@ int main(void) {
     for (int i = 0; i < n_conns; i++) {
         conn_t *c = &conns[i];
         char pre[512], post[512];
-        if (scanf("%d %d %d %ld %d %d %511s %511s", &c->fd, &c->idx, &c->room, &c->seq,
-                  &c->sender, &c->sampled, pre, post) != 8) {
+        static char frames[1 << 17];
+        if (scanf("%d %d %d %ld %d %d %511s %511s %131071s", &c->fd, &c->idx, &c->room,
+                  &c->seq, &c->sender, &c->sampled, pre, post, frames) != 9) {
             fputs("stepper: bad user line\n", stderr);
             return 2;
         }
         c->start_seq = c->seq;
         unhex(&c->pre, pre);
         unhex(&c->post, post);
+        unhex(&c->frames, frames);
         if (c->fd > max_fd)
             max_fd = c->fd;
     }
@@ -361,7 +449,7 @@ int main(void) {
         c->next_seq = calloc(n_senders, sizeof(long));
         for (int k = 0; k < n_senders; k++) {
             conn_t *s = senders[k];
-            if (s != c && s->room == c->room) {
+            if ((ws || s != c) && s->room == c->room) { /* WebSocket users see their own */
                 c->next_from[c->nnext] = s->idx;
                 c->next_seq[c->nnext++] = s->seq;
             }
@@ -413,14 +501,15 @@ int main(void) {
             next_round = now(); /* behind: the lag shows in max_lag, not as a burst */
     }
     double t_stop = now();
-    /* What each receiver must get: its room's lines, less its own. */
+    /* What each receiver must get: its room's lines, less its own (but a WebSocket user,
+     * like the page, gets its own lines back, numbered). */
     for (int i = 0; i < n_conns; i++) {
         conn_t *c = &conns[i];
         long room_sent = 0;
         for (int s = 0; s < n_senders; s++)
             if (senders[s]->room == c->room)
                 room_sent += senders[s]->seq - senders[s]->start_seq;
-        c->exp = room_sent - (c->seq - c->start_seq);
+        c->exp = room_sent - (ws ? 0 : c->seq - c->start_seq);
     }
     int short_in_grace = -1;
     double deadline = t_stop + drain;
@@ -449,6 +538,8 @@ int main(void) {
         conn_t *c = &conns[i];
         printf("C %d %ld %ld %d ", c->idx, c->rx, c->seq, c->closed);
         print_hex(&c->pending);
+        putchar(' ');
+        print_hex(&c->frames);
         putchar('\n');
         if (c->sampled) {
             printf("S %d %ld ", c->idx, c->bad);

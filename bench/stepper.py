@@ -33,13 +33,15 @@ def _hex(data: bytes) -> str:
 
 
 def run(binary: str, *, conns, rate: float, duration: float, grace: float, drain: float,
-        tick: float, loud: bool, probe_every: int, irc: bool, timeout: float) -> dict:
-    """One step over ``conns`` (objects with fd, idx, room, seq, sender, sampled, pre, post);
-    returns what the stepper printed, parsed."""
-    head = "%r %r %r %r %r %d %d %d %d\n" % (rate, duration, grace, drain, tick, loud,
-                                             probe_every, irc, len(conns))
-    rows = ["%d %d %d %d %d %d %s %s" % (c.fd, c.idx, c.room, c.seq, c.sender, c.sampled,
-                                          _hex(c.pre), _hex(c.post)) for c in conns]
+        tick: float, loud: bool, probe_every: int, irc: bool, timeout: float,
+        ws: bool = False) -> dict:
+    """One step over ``conns`` (objects with fd, idx, room, seq, sender, sampled, pre, post,
+    frames); returns what the stepper printed, parsed."""
+    head = "%r %r %r %r %r %d %d %d %d %d\n" % (rate, duration, grace, drain, tick, loud,
+                                                probe_every, irc, ws, len(conns))
+    rows = ["%d %d %d %d %d %d %s %s %s" % (c.fd, c.idx, c.room, c.seq, c.sender, c.sampled,
+                                             _hex(c.pre), _hex(c.post), _hex(c.frames))
+            for c in conns]
     proc = subprocess.run([binary], input=(head + "\n".join(rows) + "\n").encode(),
                           stdout=subprocess.PIPE, pass_fds=[c.fd for c in conns],
                           timeout=timeout, check=True)
@@ -53,7 +55,8 @@ def run(binary: str, *, conns, rate: float, duration: float, grace: float, drain
                        cpu_s=float(f[6]))
         elif kind == "C":
             out["users"][int(f[0])] = {"rx": int(f[1]), "seq": int(f[2]), "closed": f[3] == "1",
-                                       "pending": b"" if f[4] == "-" else bytes.fromhex(f[4])}
+                                       "pending": b"" if f[4] == "-" else bytes.fromhex(f[4]),
+                                       "frames": b"" if f[5] == "-" else bytes.fromhex(f[5])}
         elif kind == "S":
             nlat = int(f[3])
             lat = [float(x) for x in f[4:4 + nlat]]

@@ -51,6 +51,36 @@ LINGER0 = struct.pack("ii", 1, 0)
 MAX_P99_MS = 100.0  # a passing step keeps probe p99 under this
 
 CONNECTING, LOGGING_IN, READY = 0, 1, 2
+#: The mask of the WebSocket frames users send (clients must mask; any key will do).
+WS_MASK = b"\x3a\x5c\x71\x0e"
+
+
+def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One masked client frame (as bench/stepper.c builds them)."""
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126
+                                     else bytes([0x80 | 126]) + struct.pack(">H", n))
+    return head + WS_MASK + bytes(b ^ WS_MASK[i % 4] for i, b in enumerate(payload))
+
+
+def ws_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete server frames at the start of ``data`` as (opcode, payload), and the rest."""
+    out, at = [], 0
+    while len(data) - at >= 2:
+        n, head = data[at + 1] & 0x7F, 2
+        if n == 126:
+            if len(data) - at < 4:
+                break
+            n, head = struct.unpack(">H", data[at + 2:at + 4])[0], 4
+        elif n == 127:
+            if len(data) - at < 10:
+                break
+            n, head = struct.unpack(">Q", data[at + 2:at + 10])[0], 10
+        if len(data) - at < head + n:
+            break
+        out.append((data[at] & 0x0F, data[at + head:at + head + n]))
+        at += head + n
+    return out, data[at:]
 
 
 def now() -> float:
@@ -88,12 +118,12 @@ class Conn:
 
     __slots__ = ("sock", "fd", "idx", "nick", "room", "room_name", "state", "inbuf", "hello",
                  "got_001", "got_366", "got_381", "pending", "closed", "pre", "post", "seq",
-                 "rx", "exp", "sampled", "tail", "nxt", "bad", "lat", "marked")
+                 "rx", "exp", "sampled", "tail", "nxt", "bad", "lat", "marked", "frames")
 
     def __init__(self, idx: int, nick: str, room: int, room_name: str) -> None:
         self.idx, self.nick, self.room, self.room_name = idx, nick, room, room_name
         self.state = CONNECTING
-        self.inbuf = self.hello = self.pending = self.tail = b""
+        self.inbuf = self.hello = self.pending = self.tail = self.frames = b""
         self.got_001 = self.got_366 = self.got_381 = False
         self.closed = self.sampled = self.marked = False
         self.pre = self.post = b""
@@ -107,11 +137,12 @@ class Conn:
 class _StepUser:
     """What the stepper needs of a user for one step."""
 
-    __slots__ = ("fd", "idx", "room", "seq", "sender", "sampled", "pre", "post")
+    __slots__ = ("fd", "idx", "room", "seq", "sender", "sampled", "pre", "post", "frames")
 
     def __init__(self, c: Conn, sender: bool) -> None:
         self.fd, self.idx, self.room, self.seq = c.fd, c.idx, c.room, c.seq
         self.sender, self.sampled, self.pre, self.post = int(sender), int(c.sampled), c.pre, c.post
+        self.frames = c.frames
 
 
 class Generator:
@@ -120,6 +151,7 @@ class Generator:
     def __init__(self, spec: dict) -> None:
         self.spec = spec
         self.irc = spec["proto"] == "irc"
+        self.ws = spec["proto"] == "ws"
         self.addr = ("127.0.0.1", spec["port"])
         self.server_pid = spec.get("server_pid", 0)
         self.ep = select.epoll()
@@ -160,6 +192,12 @@ class Generator:
         if self.irc:
             c.hello = ("NICK %s\r\nUSER %s 0 * :bench\r\n" % (nick, nick)).encode()
             c.pre, c.post = b"PRIVMSG " + c.room_name.encode() + b" :", b"\r\n"
+        elif self.ws:
+            c.hello = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                       b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       b"Sec-WebSocket-Version: 13\r\n\r\n" % self.addr[1])
+            c.pre = b'{"type":"say","room":"%s","text":"' % c.room_name.encode()
+            c.post = b'"}'
         else:
             c.hello = nick.encode() + NL
             c.pre, c.post = b"", NL
@@ -224,7 +262,54 @@ class Generator:
             return True
         return None
 
+    def _ws_login(self, c: Conn, data: bytes) -> bool | None:
+        """WebSocket: the HTTP upgrade's answer, then hello, then the room joined."""
+        c.inbuf += data
+        if not c.got_001:
+            end = c.inbuf.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            status = c.inbuf[:c.inbuf.find(b"\r\n")]
+            if b" 101 " not in status:
+                self._fail(c, status.decode(errors="replace")[:120])
+                return False
+            c.inbuf, c.got_001 = c.inbuf[end + 4:], True
+            hello = {"type": "hello", "nick": c.nick, "rooms": {c.room_name: None}}
+            self._send(c, ws_frame(json.dumps(hello).encode()))
+        frames, c.inbuf = ws_frames(c.inbuf)
+        for opcode, payload in frames:
+            if opcode == 9:
+                self._send(c, ws_frame(payload, 10))
+            elif opcode == 8:
+                self._fail(c, "WebSocket closed while logging in")
+                return False
+            elif opcode == 1 and not c.got_366:
+                kind = json.loads(payload).get("type")
+                if kind == "refusal":
+                    self._fail(c, payload.decode(errors="replace")[:120])
+                    return False
+                c.got_366 = kind == "room-joined"
+        if c.got_366:
+            c.state, c.frames, c.inbuf = READY, c.inbuf, b""
+            return True
+        return None
+
+    def _ws_count(self, c: Conn, data: bytes) -> int:
+        """A logged-in WebSocket user's text frames in ``data`` (pings answered, not counted)."""
+        frames, c.frames = ws_frames(c.frames + data)
+        count = 0
+        for opcode, payload in frames:
+            if opcode == 1:
+                count += 1
+                if c.sampled:
+                    self._scan(c, payload + NL)
+            elif opcode == 9:
+                self._send(c, ws_frame(payload, 10))
+        return count
+
     def _login_data(self, c: Conn, data: bytes) -> bool | None:
+        if self.ws:
+            return self._ws_login(c, data)
         c.inbuf += data
         while True:
             i = c.inbuf.find(NL)
@@ -303,6 +388,9 @@ class Generator:
                     self._fail(c, "closed by server")
                     continue
                 if c.state == READY:
+                    if self.ws:
+                        c.rx += self._ws_count(c, bytes(buf[:n]))
+                        continue
                     c.rx += buf.count(NL, 0, n)
                     if self.irc and buf.find(b"PING", 0, n) >= 0:
                         self._pong(c, bytes(buf[:n]))
@@ -377,6 +465,9 @@ class Generator:
                 self._fail(c, "closed by server")
                 continue
             got = True
+            if self.ws:
+                c.rx += self._ws_count(c, bytes(buf[:n]))
+                continue
             c.rx += buf.count(NL, 0, n)
             if irc and buf.find(b"PING", 0, n) >= 0:
                 self._pong(c, bytes(buf[:n]))
@@ -493,11 +584,11 @@ class Generator:
         r = stepper.run(
             self.stepper, conns=[_StepUser(c, c.idx in talking) for c in conns], rate=rate,
             duration=duration, grace=grace, drain=drain, tick=sp.get("tick_s", 0.001),
-            loud=shape == "loud", probe_every=probe_every, irc=self.irc,
+            loud=shape == "loud", probe_every=probe_every, irc=self.irc, ws=self.ws,
             timeout=duration + drain + 30)
         for c in conns:
             u = r["users"][c.idx]
-            c.rx, c.seq = u["rx"], u["seq"]
+            c.rx, c.seq, c.frames = u["rx"], u["seq"], u["frames"]
             if u["pending"]:
                 c.pending = u["pending"] + c.pending
                 self.ep.modify(c.fd, EPOLLIN | EPOLLOUT)
@@ -521,9 +612,9 @@ class Generator:
         for c in senders:
             room_sent[c.room] = room_sent.get(c.room, 0) + c.seq - start_seq[c.idx]
         expected = 0
-        for c in conns:
-            c.exp = room_sent.get(c.room, 0) - (c.seq - start_seq[c.idx] if c.idx in start_seq
-                                                else 0)
+        for c in conns:  # a WebSocket user gets its own lines back, as the page does
+            own = c.seq - start_seq[c.idx] if c.idx in start_seq and not self.ws else 0
+            c.exp = room_sent.get(c.room, 0) - own
             expected += c.exp
         wall = complete_at - t0
         cpu = cpu_self() - cpu0 + r["cpu_s"]

@@ -12,6 +12,7 @@ from chatservice import __version__, logs
 from chatservice.core.flood import FloodPolicy
 from chatservice.core.limits import Admission, Limits
 from chatservice.certs import reloadable_endpoint
+from chatservice.metrics import metrics_resource, metrics_site
 from chatservice.listen import (
     DatagramListener,
     StreamListener,
@@ -24,6 +25,7 @@ from chatservice.listen import (
 from chatservice.backends import history as history_store
 from chatservice.core.hub import Hub
 from chatservice.core.ids import IdGenerator
+from chatservice.core.stats import Stats
 from chatservice.core.names import is_room_name
 from chatservice.core.nicks import NickRegistry
 from chatservice.service import ChatService
@@ -86,6 +88,10 @@ class Options(usage.Options):
         ["web-origins", None, "",
          "Comma-separated page origins (scheme://host[:port]) allowed to open a WebSocket, "
          "or '*' for any; empty: the page's own origin only."],
+        ["metrics", None, "web",
+         "Prometheus metrics: 'web' serves them at /metrics on the --web listener; an "
+         "endpoint such as tcp:9100:interface=127.0.0.1 gives them a listener of their own; "
+         "'off' serves none."],
         ["server-name", None, None,
          "The name the server gives itself on IRC (default: this machine's host name)."],
         ["motd", None, None,
@@ -170,6 +176,14 @@ class Options(usage.Options):
                 "--tcp, --udp, --irc and --web are all off: nobody could connect")
         self["web-origins"] = tuple(
             origin.strip() for origin in self["web-origins"].split(",") if origin.strip())
+        if self["metrics"] in ("off", "web"):
+            self["metrics"] = None if self["metrics"] == "off" else "web"
+        else:
+            try:
+                self["metrics"] = stream_description(self["metrics"], "--metrics")
+            except ValueError as e:
+                raise usage.UsageError(str(e))
+            self._check_endpoint("metrics", self["metrics"])
         for name in ("tcp", "irc", "web"):
             if self[name] is not None:
                 self._check_endpoint(name, self[name])
@@ -245,6 +259,7 @@ def makeService(options, reactor=None) -> ChatService:
         # twistd sets "nodaemon" from -n (and --debug) before it builds the service.
         daemon = not options.parent["nodaemon"]
         pidfile = options.parent["pidfile"] or ""
+    stats = Stats()
     ids = IdGenerator(reactor)
     store = None
     if options["history"] is not None:
@@ -260,11 +275,11 @@ def makeService(options, reactor=None) -> ChatService:
             sys.stderr.write(f"chatroom: {error}\n")
             raise SystemExit(1) from None
         store = history_store.SQLiteHistory(
-            path, reactor, retention_days=options["history-days"]
+            path, reactor, retention_days=options["history-days"], stats=stats
         )
     registry = NickRegistry()
     hub = Hub(reactor, limits, options["default-room"], history=store,
-              replay=options["replay"], ids=ids)
+              replay=options["replay"], ids=ids, stats=stats)
     admission = Admission(limits.max_clients, limits.max_per_ip)
     # One for the whole service, shared by every stream front-end (IRC and WebSocket next).
     gate = InputGate(reactor)
@@ -286,8 +301,12 @@ def makeService(options, reactor=None) -> ChatService:
         web = WebChatFactory(hub, registry, reactor, admission, limits,
                              origins=options["web-origins"], trust_proxy=options["trust-proxy"],
                              secure=stream_kind(options["web"]) == "TLS")
+        more = {b"metrics": metrics_resource(hub)} if options["metrics"] == "web" else None
         service.add_stream_listener(
-            StreamListener(reactor, options["web"], make_site(web), what="web"))
+            StreamListener(reactor, options["web"], make_site(web, more=more), what="web"))
+    if options["metrics"] not in (None, "web"):
+        service.add_stream_listener(
+            StreamListener(reactor, options["metrics"], metrics_site(hub), what="metrics"))
     if options["udp"] is not None:
         protocol = DatagramChat(hub, registry, reactor, admission, limits)
         service.add_datagram_listener(

@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds; the smoke run itself takes well under a minute
-SHAPES = {"loud": ("chatroom", "chatroom-irc", "seed"), "all": ("chatroom", "chatroom-irc", "seed"),
+SHAPES = {"loud": ("chatroom", "chatroom-irc", "chatroom-web", "seed"),
+          "all": ("chatroom", "chatroom-irc", "chatroom-web", "seed"),
           "rooms": ("chatroom", "seed"), "udp": ("chatroom",)}
 
 
@@ -77,5 +78,6 @@ class BenchSmokeTests(SynchronousTestCase):
 
     def test_report_lists_the_shapes(self) -> None:
         """The Markdown report renders a section per shape."""
-        for title in ("few loud senders", "everyone talks", "many rooms", "over UDP"):
+        for title in ("few loud senders", "everyone talks", "many rooms", "over UDP",
+                      "WebSocket users, deliveries/s"):
             self.assertIn(title, self.report)

@@ -7,11 +7,13 @@ order, so a step it passes is a step every receiver really had.
 import selectors
 import shutil
 import socket
+import struct
 import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench import stepper
+from bench.tcpgen import ws_frames
 
 ROOMS = [0, 0, 0, 1, 1, 1]  # six users, two rooms of three
 
@@ -20,6 +22,7 @@ class User:
     def __init__(self, sock, idx, room, sender, sampled):
         self.sock, self.fd, self.idx, self.room = sock, sock.fileno(), idx, room
         self.seq, self.sender, self.sampled, self.pre, self.post = 0, sender, sampled, b"", b"\n"
+        self.frames = b""
 
 
 class Relay(threading.Thread):
@@ -57,6 +60,59 @@ class Relay(threading.Thread):
                             out = self.fault(src, dst, line, self.lines)
                         for one in out:
                             end.sendall(one + b"\n")
+
+
+def server_frame(payload: bytes) -> bytes:
+    """An unmasked text frame, as a server sends it."""
+    n = len(payload)
+    head = bytes([0x81, n]) if n < 126 else bytes([0x81, 126]) + struct.pack(">H", n)
+    return head + payload
+
+
+class WsRelay(threading.Thread):
+    """
+    A WebSocket room server in miniature: each masked text frame from a user goes, unmasked,
+    to everyone in its room, the sender included (as chatroom's web front-end echoes);
+    C{fault(src, dst, n)} may drop (C{0}) or double (C{2}) the n-th frame for one receiver.
+    """
+
+    def __init__(self, ends, rooms, fault=None):
+        super().__init__(daemon=True)
+        self.ends, self.rooms, self.fault = ends, rooms, fault
+        self.stop = threading.Event()
+        self.count = {}
+
+    def run(self):
+        sel = selectors.DefaultSelector()
+        pending = {}
+        for i, end in enumerate(self.ends):
+            sel.register(end, selectors.EVENT_READ, i)
+            pending[i] = b""
+        while not self.stop.is_set():
+            for key, _ in sel.select(0.05):
+                src = key.data
+                data = key.fileobj.recv(65536)
+                if not data:
+                    sel.unregister(key.fileobj)
+                    continue
+                pending[src] += data
+                while len(pending[src]) >= 6:
+                    buf = pending[src]
+                    n, head = buf[1] & 0x7F, 2
+                    if n == 126:
+                        n, head = struct.unpack(">H", buf[2:4])[0], 4
+                    if len(buf) < head + 4 + n:
+                        break
+                    mask = buf[head:head + 4]
+                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[head + 4:head + 4 + n]))
+                    pending[src] = buf[head + 4 + n:]
+                    for dst, end in enumerate(self.ends):
+                        if self.rooms[dst] != self.rooms[src]:
+                            continue
+                        self.count[(src, dst)] = self.count.get((src, dst), 0) + 1
+                        times = 1 if self.fault is None else self.fault(src, dst,
+                                                                         self.count[(src, dst)])
+                        end.sendall(server_frame(payload) * times)
 
 
 class StepperTests(SynchronousTestCase):
@@ -155,3 +211,65 @@ class StepperTests(SynchronousTestCase):
         result, _, expected = self.step(swap)
         self.assertEqual(result["users"][0]["rx"], expected[0])
         self.assertGreater(result["sampled"][0]["bad"], 0)
+
+
+class WebSocketStepperTests(SynchronousTestCase):
+    """ws mode: masked frames out, frames counted in, own lines expected back."""
+
+    def setUp(self):
+        if shutil.which("gcc") is None:
+            self.fail("gcc is needed to build the benchmark's stepper (make test installs it)")
+        self.binary = stepper.build()
+
+    def step(self, fault=None):
+        users, ends = [], []
+        for idx, room in enumerate(ROOMS):
+            mine, theirs = socket.socketpair()
+            mine.setblocking(False)
+            user = User(mine, idx, room, sender=True, sampled=idx in (0, 4))
+            user.pre, user.post = b'{"type":"say","text":"', b'"}'
+            users.append(user)
+            ends.append(theirs)
+        relay = WsRelay(ends, ROOMS, fault)
+        relay.start()
+        try:
+            result = stepper.run(self.binary, conns=users, rate=600.0, duration=0.5, grace=0.2,
+                                 drain=2.0, tick=0.001, loud=True, probe_every=7, irc=False,
+                                 ws=True, timeout=30)
+        finally:
+            relay.stop.set()
+            relay.join(5)
+            for sock in [u.sock for u in users] + ends:
+                sock.close()
+        sent = {u.idx: result["users"][u.idx]["seq"] for u in users}
+        expected = {u.idx: sum(sent[o.idx] for o in users if o.room == u.room) for u in users}
+        return result, sent, expected
+
+    def test_faithful_relay_counts_every_frame_own_lines_included(self):
+        result, sent, expected = self.step()
+        self.assertEqual(sum(sent.values()), 300)
+        for idx, want in expected.items():
+            self.assertEqual(result["users"][idx]["rx"], want, "user %d" % idx)
+        for idx, sampled in result["sampled"].items():
+            self.assertEqual(sampled["bad"], 0)
+            self.assertEqual(set(sampled["next"]), {o for o, r in enumerate(ROOMS)
+                                                   if r == ROOMS[idx]})
+            self.assertTrue(sampled["lat"])
+
+    def test_a_lost_and_a_doubled_frame_are_caught(self):
+        def fault(src, dst, n):
+            if (src, dst, n) == (3, 4, 10):
+                return 0
+            if (src, dst, n) == (1, 0, 10):
+                return 2
+            return 1
+
+        result, _, expected = self.step(fault)
+        self.assertEqual(expected[4] - result["users"][4]["rx"], 1)
+        self.assertEqual(result["users"][0]["rx"] - expected[0], 1)
+        self.assertEqual(result["sampled"][0]["bad"], 1)
+
+    def test_frames_split_across_reads_are_parsed(self):
+        frames, rest = ws_frames(server_frame(b"a" * 200) + server_frame(b"bc")[:2])
+        self.assertEqual(frames, [(1, b"a" * 200)])
+        self.assertEqual(rest, server_frame(b"bc")[:2])

@@ -687,7 +687,8 @@ class ShutdownOrderTests(SynchronousTestCase):
         reactor.advance(1_800_000_000)
         self.patch(
             history_store, "SQLiteHistory",
-            lambda path, clock, retention_days: JournalStore(journal, path, clock, retention_days),
+            lambda path, clock, retention_days, stats=None: JournalStore(journal, path, clock,
+                                                                       retention_days),
         )
         path = os.path.join(temp_folder(self), "history.sqlite3")
         service = tap.makeService(
@@ -769,7 +770,7 @@ class MakeServiceHistoryTests(SynchronousTestCase):
         """Make the next makeService build a L{JournalStore}; fire with it."""
         made = []
 
-        def factory(path, clock, retention_days):
+        def factory(path, clock, retention_days, stats=None):
             made.append(JournalStore([], path, clock, retention_days))
             return made[-1]
 

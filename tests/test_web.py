@@ -432,8 +432,10 @@ class WebProtocolUnitTests(TestCase):
 
         self.clock = Clock()
         self.session = _FakeSession()
+        from chatservice.core.hub import Hub
+
         self.factory = web.WebChatFactory(
-            hub=None, registry=None, clock=self.clock, admission=Admission(0, 0),
+            hub=Hub(self.clock), registry=None, clock=self.clock, admission=Admission(0, 0),
             limits=Limits(max_backlog=100))
         self.factory.make_session = lambda participant: self.session
         self.protocol = self.factory.buildProtocol(None)

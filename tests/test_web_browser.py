@@ -32,6 +32,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 WAIT_MS = 15000
+#: Lines said in #dev before ann joins it: more than a join replays (20).
+DEV_LINES = 26
 
 
 class LineUser:
@@ -185,15 +187,21 @@ class BrowserTests(SynchronousTestCase):
         # #dev has history before ann joins it.
         carol.send("/join #dev")
         carol.read_until(lambda line: line.startswith("* you joined #dev"))
-        for n in range(3):
+        for n in range(DEV_LINES):
             carol.send(f"dev history {n}")
         carol.send("/join #lobby")
         carol.read_until(lambda line: line == "* your lines go to #lobby")
         ann.get_by_role("textbox", name="Join a room").fill("#dev")
         ann.locator("#join").get_by_role("button", name="Join").click()
         expect(ann.locator("#title")).to_have_text("#dev", timeout=WAIT_MS)
-        for n in range(3):
-            expect(ann.locator("#log li", has_text=f"carol: dev history {n}")).to_have_count(1)
+        # Joining shows the last 20 (--replay); older lines come on asking, in order.
+        dev = ann.locator("#log li", has_text="carol: dev history")
+        expect(dev).to_have_count(20, timeout=WAIT_MS)
+        expect(dev.first).to_contain_text(f"dev history {DEV_LINES - 20}")
+        ann.get_by_role("button", name="Load older lines").click()
+        expect(dev).to_have_count(DEV_LINES, timeout=WAIT_MS)
+        self.assertEqual([line.rsplit(" ", 1)[1] for line in dev.all_inner_texts()],
+                         [str(n) for n in range(DEV_LINES)])
         expect(ann.locator("#members")).to_contain_text("carol")
         # A private conversation has its own pane.
         carol.send("/msg ann a secret")

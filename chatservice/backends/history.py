@@ -44,6 +44,7 @@ from chatservice.core.events import (
 from chatservice.core.errors import Unavailable
 from chatservice.core.interfaces import IHistoryStore
 from chatservice.core.names import fold
+from chatservice.core.stats import Stats
 
 MAX_BUFFERED = 100_000
 """Records held in memory while waiting to be written.  A store that cannot
@@ -639,8 +640,11 @@ class SQLiteHistory:
         pool_factory=adbapi.ConnectionPool,
         retention_days: float = 0,
         max_buffered: int = MAX_BUFFERED,
+        stats: Stats | None = None,
     ) -> None:
         self.path = path
+        #: Where write latencies and failures are counted (metrics read them).
+        self.stats = stats if stats is not None else Stats()
         self.retention_days = retention_days
         self._clock = clock
         self._pool_factory = pool_factory
@@ -814,6 +818,7 @@ class SQLiteHistory:
         self._in_flight = batch
         self._last_write = self._clock.seconds()
         d = self._run(self._insert, batch, whole_connection=True)
+        d.addCallback(self._timed, self._last_write)
         d.addCallbacks(self._wrote, self._write_failed, errbackArgs=(batch,))
         d.addBoth(self._written)
 
@@ -853,6 +858,10 @@ class SQLiteHistory:
         connection.commit()
         return replaced
 
+    def _timed(self, result, started: float):
+        self.stats.history_writes.observe(self._clock.seconds() - started)
+        return result
+
     def _wrote(self, replaced: bool) -> None:
         if replaced:
             self.log.warn(
@@ -863,6 +872,7 @@ class SQLiteHistory:
         self._recovered()
 
     def _write_failed(self, failure, batch) -> None:
+        self.stats.history_write_failures += 1
         self._lose(_records(batch), "write failed", failure.getErrorMessage())
 
     def _written(self, _) -> None:

@@ -98,12 +98,15 @@ class Turn:
     @param sinks: L{IEventSink}s; they get each stored event after the members.
     @param on_failure: called with a participant whose C{deliver} raised,
         after everyone else has had this turn.
+    @param deliveries: a dict of transport to events handed out, counted here.
     """
 
     log = Logger()
 
-    def __init__(self, clock, rooms_of: dict, sinks=(), on_failure=None) -> None:
+    def __init__(self, clock, rooms_of: dict, sinks=(), on_failure=None,
+                 deliveries: dict | None = None) -> None:
         self._clock = clock
+        self._deliveries = deliveries if deliveries is not None else {}
         self._rooms_of = rooms_of
         self.sinks = list(sinks)
         self._on_failure = on_failure
@@ -404,6 +407,10 @@ class Turn:
 
     def _deliver(self, participant, batch) -> bool:
         try:
+            deliveries, via = self._deliveries, participant.via
+            parts = batch.parts
+            size = parts[0][2] - parts[0][1] if len(parts) == 1 else len(batch)
+            deliveries[via] = deliveries.get(via, 0) + size
             participant.deliver(batch)
         except Exception:
             self.log.failure(

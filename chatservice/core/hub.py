@@ -40,6 +40,7 @@ from chatservice.core.ids import IdGenerator
 from chatservice.core.limits import Limits
 from chatservice.core.names import ROOM_NAME_MAX, fold, is_room_name
 from chatservice.core.rooms import Room
+from chatservice.core.stats import Stats, disconnect_kind
 
 #: Seconds a history query has to answer before the replay is given up
 #: (the room's live lines, held back meanwhile, are then shown).
@@ -62,12 +63,14 @@ class Hub:
     @param replay: how many lines a join replays (0: none).
     @param sinks: other L{IEventSink}s (metrics, a bridge).
     @param ids: an L{IdGenerator}; one for node 0 on C{clock} if None.
+    @param stats: the L{Stats} to count in (metrics read it); a new one if None.
     """
 
     log = Logger()
 
     def __init__(self, clock, limits: Limits = Limits(), default_room: str = "#lobby",
-                 history=None, replay: int = 20, sinks=(), ids: IdGenerator | None = None):
+                 history=None, replay: int = 20, sinks=(), ids: IdGenerator | None = None,
+                 stats: Stats | None = None):
         if not is_room_name(default_room):
             raise ValueError(f"not a room name: {default_room!r}")
         self._clock = clock
@@ -80,9 +83,12 @@ class Hub:
         self._rooms: dict = {}  # folded room name -> Room
         self._spellings: dict = {}  # a room's name as users typed it -> Room (a cache)
         self._rooms_of: dict = {}  # participant -> [Room], in joining order
+        self._transport_of: dict = {}  # participant -> its via, as it arrived (for stats)
         self._replays: dict = {}  # (participant, room) -> the replay's Deferred
+        self.stats = stats if stats is not None else Stats()
         all_sinks = ([history] if history is not None else []) + list(sinks)
-        self._turn = Turn(clock, self._rooms_of, all_sinks, on_failure=self._delivery_failed)
+        self._turn = Turn(clock, self._rooms_of, all_sinks, on_failure=self._delivery_failed,
+                          deliveries=self.stats.deliveries)
         self.default_room = self._create(default_room)
         self.closing = False
 
@@ -90,6 +96,11 @@ class Hub:
     def turn(self) -> Turn:
         """The end-of-turn batch (tests and the benchmark flush it by hand)."""
         return self._turn
+
+    @property
+    def room_count(self) -> int:
+        """How many rooms exist now (safe to read from another thread)."""
+        return len(self._rooms)
 
     @property
     def ids(self) -> IdGenerator:
@@ -119,6 +130,8 @@ class Hub:
         """C{participant} has its nick (reserved in the registry): list it."""
         self._by_nick[fold(participant.nick)] = participant
         self._rooms_of[participant] = []
+        self._transport_of[participant] = via = participant.via
+        self.stats.count(self.stats.users, via)
         self.log.info("{nick} arrived via {via} from {peer}", nick=participant.nick,
                       via=participant.via, peer=participant.peer)
 
@@ -158,6 +171,8 @@ class Hub:
             return  # never joined
         nick = participant.nick
         self._by_nick.pop(fold(nick), None)
+        self.stats.count(self.stats.users, self._transport_of.pop(participant, None), -1)
+        self.stats.count(self.stats.disconnects, disconnect_kind(reason))
         self.log.info("{nick} left ({reason})", nick=nick, reason=reason)
         audience = None if self.closing or len(rooms) < 2 else self._audience_of(rooms)
         for room in rooms:
@@ -324,6 +339,8 @@ class Hub:
         C{participant} says C{text} in C{room}: to everyone there but itself,
         unless it asks to see its own lines (C{participant.echo}, IRC's echo-message).
         """
+        received = self.stats.received
+        received[participant.via] = received.get(participant.via, 0) + 1
         self._turn.publish(
             Said(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text,
                  notice, tags),
@@ -332,6 +349,7 @@ class Hub:
 
     def emote(self, participant, room: Room, text: str, tags: tuple = ()) -> None:
         """C{participant} does C{text} in C{room} (C{/me})."""
+        self.stats.count(self.stats.received, participant.via)
         self._turn.publish(
             Emote(self._ids.next(), self._clock.seconds(), room.name, participant.nick, text,
                   tags),
@@ -349,6 +367,7 @@ class Hub:
         recipient = self.find(nick)
         if recipient is None:
             raise NoSuchUser(f"no such user: {nick}", subject=nick)
+        self.stats.count(self.stats.received, sender.via)
         message_id, now = self._stamp()
         self._turn.tell(recipient, Private(message_id, now, sender.nick, recipient.nick, text,
                                            notice, action, tags))

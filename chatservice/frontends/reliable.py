@@ -287,6 +287,7 @@ class ReliableChannel:
         first_send_seq: int = 1,
         first_receive_seq: int = 1,
         peer: object = None,
+        on_retransmit=None,
     ) -> None:
         """
         @param clock: Time and timers for retransmission.
@@ -298,6 +299,7 @@ class ReliableChannel:
         @param max_line: Longest incoming line joined from pieces; longer ones are dropped.
         @param first_send_seq: The seq of our first line (1 on the wire protocol; another value
             in [0, L{MAX_SEQ}] lets a test start near the wrap).
+        @param on_retransmit: called with no argument each time a frame is sent again (metrics).
         @param first_receive_seq: The seq we expect the peer's first line to have (likewise).
         @param peer: Names the peer in this channel's log events (the UDP server passes the
             address), so a log line about a peer says which one.
@@ -344,6 +346,7 @@ class ReliableChannel:
 
         self.sent = 0
         self.retransmitted = 0
+        self._on_retransmit = on_retransmit
         self.delivered = 0
         self.duplicates = 0
         self.acks_sent = 0
@@ -443,6 +446,8 @@ class ReliableChannel:
         entry.due = now + self._backoff(entry.tries)
         entry.last_sent = now
         self.retransmitted += 1
+        if self._on_retransmit is not None:
+            self._on_retransmit()
         self.log.debug(
             "Retransmitting {seq} to {peer} (try {tries})",
             seq=seq % SEQ_MODULUS, peer=self._peer, tries=entry.tries,

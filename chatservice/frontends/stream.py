@@ -50,9 +50,13 @@ class SendQueue:
     passes C{limit} bytes the user is too slow to read and C{overflow} is called.
     Fast readers never wait on this, and their output goes to the socket at
     once when nothing is queued (L{direct_writer}).
+
+    @param queued: a dict of transport to bytes waiting in every queue (the
+        service's L{chatservice.core.stats.Stats}), kept up to date under C{via}.
     """
 
-    def __init__(self, transport, limit: int, overflow) -> None:
+    def __init__(self, transport, limit: int, overflow, queued: dict | None = None,
+                 via: str | None = None) -> None:
         self._write = direct_writer(transport)
         self._limit = limit
         self._overflow = overflow
@@ -60,6 +64,8 @@ class SendQueue:
         self._size = 0
         self._paused = False
         self._overflowed = False
+        self._queued = queued if queued is not None else {}
+        self._via = via
 
     @property
     def size(self) -> int:
@@ -75,15 +81,22 @@ class SendQueue:
             return
         self._chunks.append(data)
         self._size += len(data)
+        self._count(len(data))
         if self._limit and self._size > self._limit:
             self._overflowed = True
+            self._count(-self._size)
             self._chunks, self._size = [], 0
             self._overflow()
+
+    def _count(self, change: int) -> None:
+        queued = self._queued
+        queued[self._via] = queued.get(self._via, 0) + change
 
     def flush(self) -> None:
         """Hand everything queued to the transport, paused or not (for closing)."""
         if self._chunks:
             data = b"".join(self._chunks)
+            self._count(-self._size)
             self._chunks, self._size = [], 0
             self._write(data)
 
@@ -95,6 +108,7 @@ class SendQueue:
         self.flush()
 
     def stopProducing(self) -> None:
+        self._count(-self._size)
         self._chunks, self._size = [], 0
 
 
@@ -177,7 +191,8 @@ class StreamChatProtocol(DropsSlowReaders, Protocol):
         if set_no_delay is not None:
             set_no_delay(True)
         self._queue = SendQueue(
-            self.transport, self.factory.limits.max_backlog, self._too_slow
+            self.transport, self.factory.limits.max_backlog, self._too_slow,
+            self.factory.hub.stats.queued_bytes, self.via,
         )
         self.transport.registerProducer(self._queue, True)
         self._session = self.make_session()

@@ -98,6 +98,7 @@ class UdpPeer:
             # The secret, its space and the newline go around each frame: the whole fits.
             max_payload=MAX_DATAGRAM - SESSION_PREFIX_LEN - 1,
             max_line=MAX_DATAGRAM,
+            on_retransmit=chat.hub.stats.retransmitted,
             peer=address,
         )
         self.session = Session(self, chat.hub, chat.registry, chat.clock, chat.limits)

@@ -106,7 +106,8 @@ class WebChatProtocol(DropsSlowReaders, WebSocketServerProtocol):
             transport.setTcpNoDelay(True)
         if transport.producer is not None:  # twisted.web's channel, before the takeover
             transport.unregisterProducer()
-        self._queue = SendQueue(transport, self.factory.limits.max_backlog, self._too_slow)
+        self._queue = SendQueue(transport, self.factory.limits.max_backlog, self._too_slow,
+                                self.factory.hub.stats.queued_bytes, self.via)
         transport.registerProducer(self._queue, True)
         self._session = self.factory.make_session(self)
         self._session.start(greet=False)
@@ -162,20 +163,21 @@ class WebChatProtocol(DropsSlowReaders, WebSocketServerProtocol):
         self.factory.hub.tell(self, event)
 
     def deliver(self, batch) -> None:
-        """Send the events of one turn, each one message; shared runs are encoded once."""
+        """
+        Send the events of one turn, each one message, in one write: a shared run is
+        framed once for everyone who sees it (L{_framed}) and each part is a slice of it.
+        """
         if self._gone or self.state != WebSocketServerProtocol.STATE_OPEN:
             return
-        write = self._queue.write
+        chunks = []
         for shared, start, stop in batch.parts:
-            frames = shared.encoded.get("web")
-            if frames is None:
-                frames = shared.encoded["web"] = [
-                    self.factory.frame(event) for event in shared.events
-                ]
-            for index in range(start, stop):
-                write(frames[index])
-                if type(shared.events[index]) is Registered:
-                    self.factory.clock.callLater(0, self._join_rooms)
+            data, offsets, registered = _framed(shared, self.factory.frame)
+            chunks.append(data if start == 0 and stop == len(offsets) - 1
+                          else data[offsets[start]:offsets[stop]])
+            if registered and any(type(shared.events[i]) is Registered
+                                  for i in range(start, stop)):
+                self.factory.clock.callLater(0, self._join_rooms)
+        self._queue.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _join_rooms(self) -> None:
         """Logged in: join the rooms the hello named (each since its last id), or the default."""
@@ -224,6 +226,22 @@ class WebChatProtocol(DropsSlowReaders, WebSocketServerProtocol):
         closed, self._closed = self._closed, []
         for d in closed:
             d.callback(None)
+
+
+def _framed(shared, frame) -> tuple:
+    """
+    A shared run as WebSocket frames, built once per run: (the frames joined, where
+    each event's frame starts, whether a L{Registered} is among them).
+    """
+    cached = shared.encoded.get("web")
+    if cached is None:
+        frames = [frame(event) for event in shared.events]
+        offsets = [0]
+        for one in frames:
+            offsets.append(offsets[-1] + len(one))
+        registered = any(type(event) is Registered for event in shared.events)
+        cached = shared.encoded["web"] = (b"".join(frames), offsets, registered)
+    return cached
 
 
 class WebChatFactory(WebSocketServerFactory):
@@ -290,11 +308,18 @@ class _NoListing(static.File):
         return resource.NoResource("No such page.")
 
 
-def make_site(factory: WebChatFactory, page_folder: str = PAGE_FOLDER) -> server.Site:
-    """The web listener's Site: the page at C{/}, the WebSocket at C{/ws}."""
+def make_site(factory: WebChatFactory, page_folder: str = PAGE_FOLDER,
+              more: dict | None = None) -> server.Site:
+    """
+    The web listener's Site: the page at C{/}, the WebSocket at C{/ws}.
+
+    @param more: other resources by path (C{{b"metrics": ...}}).
+    """
     root = _NoListing(page_folder)
     root.indexNames = ["index.html"]
     root.putChild(b"ws", WebSocketResource(factory))
+    for path, child in (more or {}).items():
+        root.putChild(path, child)
     site = server.Site(root)
     site.noisy = False
     site.displayTracebacks = False

@@ -96,6 +96,7 @@ function show(conversation, focusInput = false) {
   $("title").textContent = conversation.name;
   $("topic").textContent = conversation.isRoom ? conversation.topic : "private conversation";
   $("input").setAttribute("aria-label", `Message to ${conversation.name}`);
+  $("older").hidden = !conversation.isRoom;
   drawLog();
   drawNav();
   drawMembers();
@@ -199,8 +200,17 @@ $("join").addEventListener("submit", (e) => {
   $("join-room").value = "";
 });
 
+// Scrolling up to the top of a room loads older lines (not the page's own scrolling down).
+let lastScrollTop = 0;
 $("log").addEventListener("scroll", () => {
-  if ($("log").scrollTop < 40 && current && current.isRoom) chat.olderHistory(current.name);
+  const top = $("log").scrollTop;
+  const up = top < lastScrollTop;
+  lastScrollTop = top;
+  if (up && top < 40 && current && current.isRoom) chat.olderHistory(current.name);
+});
+// The same without a scroll (keyboard, screen reader, or a room whose lines fit the pane).
+$("older").addEventListener("click", () => {
+  if (current && current.isRoom) chat.olderHistory(current.name);
 });
 
 $("show-nav").addEventListener("click", () => {
