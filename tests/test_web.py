@@ -305,6 +305,11 @@ class WebLimitTests(WebHarness):
             bob.sendMessage(payload)
             refusal = yield bob.next_of("refusal")
             self.assertEqual(refusal["kind"], kind, payload)
+        alice = yield self.line_user("alice")
+        bob.sendMessage(b'{"type": "say", "room": "#lobby", "text": "\\ud800"}')
+        self.assertEqual((yield bob.next_of("refusal"))["kind"], "bad-message")
+        alice.send(b"still here\n")  # nobody was disconnected by it
+        self.assertEqual((yield bob.next_of("said"))["text"], "still here")
         bob.sendMessage(b"\x00\x01", isBinary=True)
         self.assertEqual((yield bob.next_of("refusal"))["kind"], "bad-message")
         bob.send(type="say", room="#lobby", text="x" * 64)  # at the limit: fine

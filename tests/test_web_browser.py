@@ -238,3 +238,74 @@ class BrowserTests(SynchronousTestCase):
         screenshot = os.environ.get("CHATROOM_WEB_SCREENSHOT")
         if screenshot:
             ann.screenshot(path=screenshot)
+
+    def test_page_logic_in_the_browser(self):
+        """chat.js's rules, run by the browser itself on the module the server serves."""
+        page = self.browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{self.server.web}/")
+        result = page.evaluate("""async () => {
+            const m = await import("/chat.js");
+            const out = {};
+            // Typed lines to protocol messages, in a room and in a private pane.
+            out.parsed = [
+                m.parseInput("hello", "#dev"), m.parseInput("/me waves", "#dev"),
+                m.parseInput("/me nods", "bob"), m.parseInput("hi", "bob"),
+                m.parseInput("/msg bob lunch at 12", "#dev"), m.parseInput("//slash", "#dev"),
+                m.parseInput("/part", "#dev"), m.parseInput("/topic #x new topic", "#dev"),
+                m.parseInput("/history 500", "#dev"), m.parseInput("/bogus", "#dev"),
+                m.parseInput("   ", "#dev"),
+            ];
+            // Lines kept in id order whatever order they come in; a repeat is dropped;
+            // a notice stays after what had come before it.
+            const c = new m.Conversation("#dev");
+            const big = "917653852629499904";
+            for (const id of ["30", big, "10", "20"]) c.add({kind: "said", id, text: id});
+            c.add({kind: "system", text: "notice"});
+            c.add({kind: "said", id: "25", text: "25"});
+            out.repeat = c.add({kind: "said", id: "20", text: "again"});
+            out.order = c.messages.map((x) => x.text);
+            out.last = c.lastLineId();
+            // Catching up after a reconnect: full pages are followed by more, a short one ends it.
+            const chat = new m.Chat("ws://127.0.0.1:1/none");
+            const sent = [];
+            chat.send = (message) => { sent.push(message); return true; };
+            chat.nick = "ann";
+            const room = chat.conversation("#dev");
+            room.joined = true;
+            room.add({kind: "said", id: "100", text: "seen"});
+            chat.hello();
+            chat.receive({type: "history-start", room: "#dev", count: 1000});
+            chat.receive({type: "replayed", event: {type: "said", id: "2000", room: "#dev",
+                                                    nick: "bob", text: "x", time: 1}});
+            chat.receive({type: "history-end", room: "#dev"});
+            chat.receive({type: "history-start", room: "#dev", count: 200});
+            chat.receive({type: "replayed", event: {type: "said", id: "3000", room: "#dev",
+                                                    nick: "bob", text: "y", time: 1}});
+            chat.receive({type: "history-end", room: "#dev"});
+            chat.receive({type: "history-start", room: "#dev", count: 3});
+            chat.receive({type: "history-end", room: "#dev"});
+            out.sent = sent;
+            return out;
+        }""")
+        self.assertEqual(result["parsed"], [
+            {"type": "say", "room": "#dev", "text": "hello"},
+            {"type": "me", "room": "#dev", "text": "waves"},
+            {"type": "msg", "nick": "bob", "text": "nods", "action": True},
+            {"type": "msg", "nick": "bob", "text": "hi"},
+            {"type": "msg", "nick": "bob", "text": "lunch at 12"},
+            {"type": "say", "room": "#dev", "text": "/slash"},
+            {"type": "part", "room": "#dev", "reason": ""},
+            {"type": "topic", "room": "#x", "text": "new topic"},
+            {"type": "history", "room": "#dev", "count": 200},
+            {"error": "unknown command: /bogus (try /help)"},
+            None,
+        ])
+        self.assertEqual(result["repeat"], -1)
+        self.assertEqual(result["order"], ["10", "20", "25", "30", "917653852629499904",
+                                           "notice"])
+        self.assertEqual(result["last"], "917653852629499904")
+        self.assertEqual(result["sent"], [
+            {"type": "hello", "nick": "ann", "rooms": {"#dev": "100"}},
+            {"type": "history", "room": "#dev", "count": 200, "after": "2000"},
+            {"type": "history", "room": "#dev", "count": 200, "after": "3000"},
+        ])

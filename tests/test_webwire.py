@@ -58,6 +58,17 @@ class ParseTests(SynchronousTestCase):
             with self.assertRaises(BadUsage, msg=payload):
                 webwire.parse(payload, 100)
 
+    def test_what_json_allows_and_a_chat_cannot_show(self):
+        """A lone surrogate (JSON's "\\ud800") is no character: it would break every
+        recipient's encoding and the history's, so it is refused where it comes in."""
+        for payload in (b'{"type": "say", "room": "#a", "text": "x\\ud800y"}',
+                        b'{"type": "quit", "reason": "\\udfff"}',
+                        b'{"type": "hello", "nick": "al", "rooms": {"#\\ud800": null}}',
+                        b"[" * 5000,  # nesting past the parser's recursion limit
+                        b'{"type": "history", "room": "#a", "count": 201}'):
+            with self.assertRaises(BadUsage, msg=payload):
+                webwire.parse(payload, 100)
+
     def test_text_longer_than_the_limit_in_utf8_bytes(self):
         self.assertEqual(webwire.parse(json.dumps({"type": "say", "text": "é" * 50}), 100),
                          Say("é" * 50))

@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatservice.core.batch import Turn
+from chatservice.core.commands import HISTORY_MAX
 from chatservice.core.errors import (
     InvalidRoom,
     NoSuchRoom,
@@ -473,6 +474,7 @@ class Hub:
             raise NotInRoom(f"you are not in {room.name}", subject=room.name)
         if self._history is None:
             raise Unavailable("this server keeps no history")
+        limit = min(limit, HISTORY_MAX)  # one query must not read a whole room for anyone
         now = self._ids.next()
         before = now if before is None else min(before, now)
         d = defer.Deferred()

@@ -18,6 +18,7 @@ _REASONS = {
     "server shutting down": "shutdown",
     "internal error": "other",
     "server error": "other",
+    "delivery failed": "other",
 }
 #: Upper bounds (seconds) of the history write latency buckets.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -14,7 +14,7 @@ import json
 import re
 
 from chatservice.core.commands import (
-    History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic, Who,
+    HISTORY_MAX, History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic, Who,
 )
 from chatservice.core.errors import BadUsage, TooLong
 
@@ -81,7 +81,11 @@ def _text(message: dict, name: str, max_bytes: int, required: bool = True,
         return default
     if type(value) is not str:
         raise BadUsage(f"'{name}' must be a string", subject=name)
-    if max_bytes and len(value.encode("utf-8", errors="replace")) > max_bytes:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, not a character
+        raise BadUsage(f"'{name}' is not valid Unicode (a lone surrogate)", subject=name)
+    if max_bytes and size > max_bytes:
         raise TooLong(f"message too long (max {max_bytes} bytes)")
     return value
 
@@ -107,8 +111,8 @@ def _count(message: dict) -> int | None:
     value = message.get("count")
     if value is None:
         return None
-    if type(value) is not int or value < 1:
-        raise BadUsage("'count' must be a positive integer", subject="count")
+    if type(value) is not int or not 1 <= value <= HISTORY_MAX:
+        raise BadUsage(f"'count' must be an integer from 1 to {HISTORY_MAX}", subject="count")
     return value
 
 
@@ -120,6 +124,7 @@ def _rooms(message: dict) -> dict | None:
         raise BadUsage("'rooms' must be an object of room name to last id", subject="rooms")
     out = {}
     for name, last in rooms.items():
+        _text({"room": name}, "room", 0)  # a room name that cannot be shown is refused here
         out[name] = message_id(last, f"rooms.{name}")
     return out
 
@@ -134,7 +139,7 @@ def parse(payload: bytes | str, max_text: int):
     """
     try:
         message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadUsage("not JSON: each message is one JSON object")
     if type(message) is not dict:
         raise BadUsage("each message is one JSON object")

@@ -109,13 +109,25 @@ function note(lines, error = false) {
 }
 
 chat.addEventListener("state", ({ detail }) => {
+  if (detail.state !== "connected") stopNickRetry();
   const state = $("state");
   state.dataset.state = detail.state;
   state.textContent = detail.state === "reconnecting"
     ? `reconnecting in ${Math.ceil(detail.inMs / 1000)} s` : detail.state;
 });
 
+// Back after a drop while the old connection still holds the nick (the server has not seen
+// it go yet): try again every 2 s for a minute (the server's ping timeout), then ask.
+const NICK_RETRY_MS = 2000, NICK_RETRIES = 30;
+let nickRetries = 0, nickTimer = null;
+function stopNickRetry() {
+  clearTimeout(nickTimer);
+  nickTimer = null;
+}
+
 chat.addEventListener("registered", ({ detail }) => {
+  stopNickRetry();
+  nickRetries = 0;
   $("me").textContent = detail.nick;
   if (!$("login").hidden) {
     $("login").hidden = true;
@@ -125,12 +137,17 @@ chat.addEventListener("registered", ({ detail }) => {
 });
 
 chat.addEventListener("nick-refused", ({ detail }) => {
-  if (chat.conversations.size && $("login").hidden) {
-    // Back after a drop while the old connection still holds the nick: try again soon.
-    note([`${detail.text}; trying again`], true);
-    setTimeout(() => chat.hello(), 2000);
+  if ($("login").hidden && nickRetries < NICK_RETRIES) {
+    nickRetries += 1;
+    if (nickRetries === 1) note([`${detail.text}; trying again`], true);
+    stopNickRetry();
+    nickTimer = setTimeout(() => { nickTimer = null; chat.hello(); }, NICK_RETRY_MS);
     return;
   }
+  stopNickRetry();
+  nickRetries = 0;
+  $("chat").hidden = true;
+  $("login").hidden = false;
   $("nick-error").textContent = detail.text;
   $("nick").focus();
 });
@@ -148,7 +165,7 @@ chat.addEventListener("message", ({ detail }) => {
     log.insertBefore(item, log.children[at] || null);
     if (at === 0 && log.children.length > 1) log.scrollTop += log.scrollHeight - before;
     else if (atBottom) log.scrollTop = log.scrollHeight;
-  } else if (notify || !conversation.isRoom) {
+  } else if (notify) {
     conversation.unread += 1;
     drawNav();
   }

@@ -4,6 +4,10 @@
 
 export const RECONNECT_FIRST_MS = 1000;
 export const RECONNECT_MAX_MS = 30000;
+// The most lines the server replays on resuming a room (hub.RESUME_MAX), and the page size
+// asked for after it when that many came: catching up never leaves a hole.
+export const RESUME_MAX = 1000;
+export const CATCH_UP_PAGE = 200;
 
 // Message ids are 63-bit: they travel as strings and compare as BigInts.
 export function compareIds(a, b) {
@@ -181,8 +185,9 @@ export class Chat extends EventTarget {
   login(nick) {
     this.nick = nick;
     this.quitting = false;
-    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.hello();
-    else this.connect();
+    const state = this.socket ? this.socket.readyState : WebSocket.CLOSED;
+    if (state === WebSocket.OPEN) this.hello();
+    else if (state !== WebSocket.CONNECTING) this.connect(); // else onopen says hello
   }
 
   connect() {
@@ -207,7 +212,7 @@ export class Chat extends EventTarget {
       if (this.socket !== socket) return;
       this.registered = false;
       for (const c of this.conversations.values()) c.joined = c.joined && c.isRoom;
-      if (this.quitting) {
+      if (this.quitting || !this.nick) { // nobody to log in yet: connect on login()
         this.setState("offline");
         return;
       }
@@ -221,7 +226,10 @@ export class Chat extends EventTarget {
   // Log in; on a reconnect, name every room we were in with the last line we saw there.
   hello() {
     const rooms = {};
-    for (const c of this.rooms()) rooms[c.name] = c.lastLineId();
+    for (const c of this.rooms()) {
+      rooms[c.name] = c.lastLineId();
+      c.catchUp = rooms[c.name] ? RESUME_MAX : 0; // the server replays at most this many
+    }
     const message = { type: "hello", nick: this.nick };
     if (Object.keys(rooms).length) message.rooms = rooms;
     this.send(message);
@@ -381,8 +389,23 @@ export class Chat extends EventTarget {
       case "help-text":
         this.emit("local", { lines: m.lines });
         break;
+      case "history-start":
+        this.conversation(m.room).replayCount = m.count;
+        break;
+      case "history-end": {
+        // Catching up after a reconnect: a full page means there may be more.
+        const c = this.conversation(m.room);
+        if (c.catchUp && c.replayCount >= c.catchUp && c.lastLineId()) {
+          c.catchUp = CATCH_UP_PAGE;
+          this.send({ type: "history", room: c.name, count: CATCH_UP_PAGE,
+                      after: c.lastLineId() });
+        } else {
+          c.catchUp = 0;
+        }
+        break;
+      }
       default:
-        break; // history-start/-end, welcome, current-room: nothing to draw
+        break; // welcome, current-room, tag-message: nothing to draw
     }
   }
 }
