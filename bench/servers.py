@@ -192,13 +192,16 @@ class ChatroomServer(Server):
             return "chatservice.tap does not import (%s)" % last
         return None
 
+    def listeners(self) -> list[str]:
+        """The listener options: the load comes in on ``tcp_port``, every other listener off."""
+        return ["--tcp", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
+                "--udp", "udp:%d:interface=127.0.0.1" % self.udp_port,
+                "--irc", "off", "--web", "off"]
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", "twisted", "--reactor=epoll",
                 "--log-file=%s" % (self.workdir / "chatroom.log"),
-                "chatroom",
-                "--tcp", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
-                "--udp", "udp:%d:interface=127.0.0.1" % self.udp_port,
-                "--irc", "off", "--web", "off",
+                "chatroom", *self.listeners(),
                 "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
                 "--history", str(self.workdir / "history.sqlite3") if self.history else "none"]
 
@@ -213,14 +216,10 @@ class ChatroomIrcServer(ChatroomServer):
                       "--irc on the port under test, --server-name bench.local); clients "
                       "register without CAP (NICK, USER), JOIN, then PRIVMSG"]
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "twisted", "--reactor=epoll",
-                "--log-file=%s" % (self.workdir / "chatroom.log"),
-                "chatroom", "--tcp", "off", "--udp", "off",
+    def listeners(self) -> list[str]:
+        return ["--tcp", "off", "--udp", "off", "--web", "off",
                 "--irc", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
-                "--server-name", "bench.local", "--web", "off",
-                "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
-                "--history", str(self.workdir / "history.sqlite3")]
+                "--server-name", "bench.local"]
 
 
 class ChatroomWebServer(ChatroomServer):
@@ -234,13 +233,9 @@ class ChatroomWebServer(ChatroomServer):
                       "and send each line as one masked text frame of JSON, as the page does; "
                       "each event received is one text frame"]
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "twisted", "--reactor=epoll",
-                "--log-file=%s" % (self.workdir / "chatroom.log"),
-                "chatroom", "--tcp", "off", "--udp", "off", "--irc", "off",
-                "--web", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port,
-                "--flood-rate", "0", "--max-per-ip", "0", "--max-clients", "20000",
-                "--history", str(self.workdir / "history.sqlite3")]
+    def listeners(self) -> list[str]:
+        return ["--tcp", "off", "--udp", "off", "--irc", "off",
+                "--web", "tcp:%d:interface=127.0.0.1:backlog=1024" % self.tcp_port]
 
 
 class SeedServer(Server):

@@ -11,6 +11,8 @@ keep the one they started with.  A reload that cannot load the new files
 certificate stays in use.
 """
 
+import re
+
 from OpenSSL import SSL
 from twisted.internet import endpoints, ssl
 from twisted.logger import Logger
@@ -47,7 +49,7 @@ class ReloadableCertificate:
         extra = []
         if chain is not None:
             extra = [ssl.Certificate.loadPEM(block).original
-                     for block in _pem_blocks(FilePath(chain).getContent())]
+                     for block in certificate_blocks(FilePath(chain).getContent())]
         options = ssl.CertificateOptions(
             privateKey=both.privateKey.original, certificate=both.original,
             extraCertChain=extra or None)
@@ -80,9 +82,10 @@ class ReloadableCertificate:
         return self._options.getContext()
 
 
-def _pem_blocks(data: bytes) -> list[bytes]:
-    marker = b"-----END CERTIFICATE-----"
-    return [part + marker for part in data.split(marker) if b"-----BEGIN" in part]
+def certificate_blocks(pem: bytes) -> list[bytes]:
+    """Each PEM certificate in C{pem} (a chain file, a CA bundle), in order."""
+    return re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem,
+                      re.DOTALL)
 
 
 def reloadable_endpoint(reactor, description: str):

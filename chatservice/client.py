@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatservice import __version__
+from chatservice.certs import certificate_blocks
 from chatservice.frontends.reliable import (
     HEADER_ROOM,
     ControlFrame,
@@ -159,9 +160,7 @@ def load_trust_root(path: str):
             pem = f.read()
     except OSError as e:
         raise usage.UsageError(f"cannot read --cafile {path}: {e.strerror}")
-    blocks = re.findall(
-        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL
-    )
+    blocks = certificate_blocks(pem)
     try:
         certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
     except (crypto.Error, ValueError):

@@ -54,7 +54,7 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-class _Waiters:
+class Waiters:
     """Deferreds waiting for a condition on some growing state, each bounded."""
 
     def __init__(self, clock) -> None:
@@ -122,8 +122,8 @@ class LineClient(Protocol):
         self.raw = b""
         self._partial = b""
         self._read = 0
-        self._waiters = _Waiters(clock)
-        self._close_waiters = _Waiters(clock)
+        self._waiters = Waiters(clock)
+        self._close_waiters = Waiters(clock)
         self.closed = False
 
     # -- the protocol ------------------------------------------------------
@@ -275,8 +275,8 @@ class ProcessWatcher(ProcessProtocol):
         self.ended = False
         self.exit_code = None
         self.signal = None
-        self._output_waiters = _Waiters(clock)
-        self._exit_waiters = _Waiters(clock)
+        self._output_waiters = Waiters(clock)
+        self._exit_waiters = Waiters(clock)
 
     def outReceived(self, data: bytes) -> None:
         self.out += data

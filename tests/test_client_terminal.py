@@ -103,6 +103,16 @@ class TerminalClientTests(TestCase):
     def wait_for_text(self, text, timeout=support.WAIT):
         return self.wait_for_pane(lambda screen: text in screen, repr(text), timeout)
 
+    @defer.inlineCallbacks
+    def alice_and_bob(self):
+        """The server, bob on a raw socket, and alice's client at its prompt; fire with bob."""
+        port = self.tcp_port(self.start_server())
+        bob = yield self.join(port, "bob")
+        yield self.start_client("--name", "alice", "--port", str(port))
+        yield self.wait_for_text("#lobby>")
+        yield bob.read_until("* alice joined")
+        return bob
+
     @staticmethod
     def lines(screen):
         """The pane's lines with text, without trailing blanks."""
@@ -187,11 +197,7 @@ class TerminalClientTests(TestCase):
 
     @defer.inlineCallbacks
     def test_ctrl_c_quits_and_exits_0(self):
-        port = self.tcp_port(self.start_server())
-        bob = yield self.join(port, "bob")
-        yield self.start_client("--name", "alice", "--port", str(port))
-        yield self.wait_for_text("#lobby>")
-        yield bob.read_until("* alice joined")
+        bob = yield self.alice_and_bob()
         yield self.type_keys("half a line")
         yield self.wait_for_text("#lobby> half a line")
         yield self.tmux.press("C-c")
@@ -202,11 +208,7 @@ class TerminalClientTests(TestCase):
 
     @defer.inlineCallbacks
     def test_ctrl_d_quits_and_exits_0(self):
-        port = self.tcp_port(self.start_server())
-        bob = yield self.join(port, "bob")
-        yield self.start_client("--name", "alice", "--port", str(port))
-        yield self.wait_for_text("#lobby>")
-        yield bob.read_until("* alice joined")
+        bob = yield self.alice_and_bob()
         yield self.tmux.press("C-d")
         self.assertEqual((yield bob.next_line()), "* alice left (quit)")
         self.assertIn("EXIT=0", (yield self.wait_for_text("EXIT=")))

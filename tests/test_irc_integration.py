@@ -32,18 +32,13 @@ class Client(irc.IRCClient):
         self.password = password
         self.events: list[tuple] = []
         self._read = 0
-        self._waiting: list = []
+        self._waiters = support.Waiters(clock)
         self.closed = False
         self.lines_at_close = None
 
     def _add(self, *event) -> None:
         self.events.append(event)
-        for entry in list(self._waiting):
-            match, d = entry
-            found = self._find(match)
-            if found is not None and entry in self._waiting:
-                self._waiting.remove(entry)
-                d.callback(found)
+        self._waiters.changed()
 
     def _find(self, match):
         for index in range(self._read, len(self.events)):
@@ -55,23 +50,8 @@ class Client(irc.IRCClient):
 
     def until(self, match, timeout: float = support.WAIT) -> defer.Deferred:
         """Fire with the unread events up to the first one C{match} accepts (a list)."""
-        found = self._find(match)
-        if found is not None:
-            return defer.succeed(found)
-        entry = None
-
-        def cancel(d):
-            if entry in self._waiting:
-                self._waiting.remove(entry)
-
-        d = defer.Deferred(cancel)
-        entry = (match, d)
-        self._waiting.append(entry)
-
-        def timed_out(result, seconds):
-            raise support.WaitTimedOut(f"waited {seconds}s; unread: {self.events[self._read:]!r}")
-
-        return d.addTimeout(timeout, self.clock, onTimeoutCancel=timed_out)
+        return self._waiters.wait(lambda: self._find(match), timeout,
+                                  lambda: f"unread: {self.events[self._read:]!r}")
 
     def expect(self, *event) -> defer.Deferred:
         """Wait for the event C{event} exactly; fire with it."""
@@ -132,22 +112,6 @@ class Client(irc.IRCClient):
         return self.expect("closed") if not self.closed else defer.succeed(None)
 
 
-class _ListenRecorder:
-    """Passes everything to the reactor; keeps (factory, port) of each listenTCP."""
-
-    def __init__(self, reactor) -> None:
-        self._reactor = reactor
-        self.ports: list = []
-
-    def listenTCP(self, port, factory, *args, **kwargs):
-        listening = self._reactor.listenTCP(port, factory, *args, **kwargs)
-        self.ports.append((factory, listening))
-        return listening
-
-    def __getattr__(self, name):
-        return getattr(self._reactor, name)
-
-
 class _IRCHarness(TestCase):
     """The real service with TCP and IRC on loopback; IRC clients and line users for it."""
 
@@ -164,12 +128,12 @@ class _IRCHarness(TestCase):
             "--irc", "tcp:0:interface=127.0.0.1", "--web", "off", "--history", "none",
             "--server-name", SERVER, *self.extra_options,
         ])
-        recorder = _ListenRecorder(reactor)
+        recorder = support.ListenRecorder(reactor)
         self.service = tap.makeService(options, reactor=recorder)
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        ports = {isinstance(factory, IRCChatFactory): port.getHost().port
-                 for factory, port in recorder.ports}
+        ports = {isinstance(port.factory, IRCChatFactory): port.getHost().port
+                 for port in recorder.tcp_ports}
         self.irc_port, self.tcp_port = ports[True], ports[False]
 
     @defer.inlineCallbacks

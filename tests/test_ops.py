@@ -99,7 +99,7 @@ class RawUDPUser(DatagramProtocol):
     def __init__(self, clock, server_port):
         self._server = ("127.0.0.1", server_port)
         self.received = []
-        self._waiters = support._Waiters(clock)
+        self._waiters = support.Waiters(clock)
 
     def datagramReceived(self, datagram, address):
         self.received.append(datagram)

@@ -67,7 +67,7 @@ class _UDPProbe(DatagramProtocol):
 
     def __init__(self, clock):
         self.received = []
-        self._waiters = support._Waiters(clock)
+        self._waiters = support.Waiters(clock)
 
     def datagramReceived(self, datagram, address):
         self.received.append(datagram)

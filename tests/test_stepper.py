@@ -25,15 +25,14 @@ class User:
         self.frames = b""
 
 
-class Relay(threading.Thread):
-    """Each line from a user goes to the others in its room; C{fault(src, dst, line)} may
-    change what one receiver gets (a list of lines to send instead)."""
+class _Relay(threading.Thread):
+    """A room server in miniature: reads every user's socket and hands each read, with what
+    was left of that user's last one, to L{received}, which returns what is left now."""
 
     def __init__(self, ends, rooms, fault=None):
         super().__init__(daemon=True)
         self.ends, self.rooms, self.fault = ends, rooms, fault
         self.stop = threading.Event()
-        self.lines = 0
 
     def run(self):
         sel = selectors.DefaultSelector()
@@ -48,18 +47,33 @@ class Relay(threading.Thread):
                 if not data:
                     sel.unregister(key.fileobj)
                     continue
-                lines = (partial[src] + data).split(b"\n")
-                partial[src] = lines.pop()
-                for line in lines:
-                    self.lines += 1
-                    for dst, end in enumerate(self.ends):
-                        if dst == src or self.rooms[dst] != self.rooms[src]:
-                            continue
-                        out = [line]
-                        if self.fault is not None:
-                            out = self.fault(src, dst, line, self.lines)
-                        for one in out:
-                            end.sendall(one + b"\n")
+                partial[src] = self.received(src, partial[src] + data)
+
+    def received(self, src: int, data: bytes) -> bytes:
+        raise NotImplementedError
+
+
+class Relay(_Relay):
+    """Each line from a user goes to the others in its room; C{fault(src, dst, line)} may
+    change what one receiver gets (a list of lines to send instead)."""
+
+    def __init__(self, ends, rooms, fault=None):
+        super().__init__(ends, rooms, fault)
+        self.lines = 0
+
+    def received(self, src, data):
+        lines = data.split(b"\n")
+        for line in lines[:-1]:
+            self.lines += 1
+            for dst, end in enumerate(self.ends):
+                if dst == src or self.rooms[dst] != self.rooms[src]:
+                    continue
+                out = [line]
+                if self.fault is not None:
+                    out = self.fault(src, dst, line, self.lines)
+                for one in out:
+                    end.sendall(one + b"\n")
+        return lines[-1]
 
 
 def server_frame(payload: bytes) -> bytes:
@@ -69,7 +83,7 @@ def server_frame(payload: bytes) -> bytes:
     return head + payload
 
 
-class WsRelay(threading.Thread):
+class WsRelay(_Relay):
     """
     A WebSocket room server in miniature: each masked text frame from a user goes, unmasked,
     to everyone in its room, the sender included (as chatroom's web front-end echoes);
@@ -77,72 +91,71 @@ class WsRelay(threading.Thread):
     """
 
     def __init__(self, ends, rooms, fault=None):
-        super().__init__(daemon=True)
-        self.ends, self.rooms, self.fault = ends, rooms, fault
-        self.stop = threading.Event()
+        super().__init__(ends, rooms, fault)
         self.count = {}
 
-    def run(self):
-        sel = selectors.DefaultSelector()
-        pending = {}
-        for i, end in enumerate(self.ends):
-            sel.register(end, selectors.EVENT_READ, i)
-            pending[i] = b""
-        while not self.stop.is_set():
-            for key, _ in sel.select(0.05):
-                src = key.data
-                data = key.fileobj.recv(65536)
-                if not data:
-                    sel.unregister(key.fileobj)
+    def received(self, src, buf):
+        while len(buf) >= 6:
+            n, head = buf[1] & 0x7F, 2
+            if n == 126:
+                n, head = struct.unpack(">H", buf[2:4])[0], 4
+            if len(buf) < head + 4 + n:
+                break
+            mask = buf[head:head + 4]
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[head + 4:head + 4 + n]))
+            buf = buf[head + 4 + n:]
+            for dst, end in enumerate(self.ends):
+                if self.rooms[dst] != self.rooms[src]:
                     continue
-                pending[src] += data
-                while len(pending[src]) >= 6:
-                    buf = pending[src]
-                    n, head = buf[1] & 0x7F, 2
-                    if n == 126:
-                        n, head = struct.unpack(">H", buf[2:4])[0], 4
-                    if len(buf) < head + 4 + n:
-                        break
-                    mask = buf[head:head + 4]
-                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[head + 4:head + 4 + n]))
-                    pending[src] = buf[head + 4 + n:]
-                    for dst, end in enumerate(self.ends):
-                        if self.rooms[dst] != self.rooms[src]:
-                            continue
-                        self.count[(src, dst)] = self.count.get((src, dst), 0) + 1
-                        times = 1 if self.fault is None else self.fault(src, dst,
-                                                                         self.count[(src, dst)])
-                        end.sendall(server_frame(payload) * times)
+                self.count[(src, dst)] = self.count.get((src, dst), 0) + 1
+                times = 1 if self.fault is None else self.fault(src, dst, self.count[(src, dst)])
+                end.sendall(server_frame(payload) * times)
+        return buf
 
 
-class StepperTests(SynchronousTestCase):
+class _StepperCase(SynchronousTestCase):
+    """Runs one step of the built stepper against a relay of the test's own."""
+
+    relay = None  # the relay class
+    ws = False
+
     def setUp(self):
         if shutil.which("gcc") is None:
             self.fail("gcc is needed to build the benchmark's stepper (make test installs it)")
         self.binary = stepper.build()
 
     def step(self, fault=None, loud=False):
+        """Six users, all senders; (result, lines each sent, lines each must receive)."""
         users, ends = [], []
         for idx, room in enumerate(ROOMS):
             mine, theirs = socket.socketpair()
             mine.setblocking(False)
-            users.append(User(mine, idx, room, sender=True, sampled=idx in (0, 4)))
+            user = User(mine, idx, room, sender=True, sampled=idx in (0, 4))
+            if self.ws:
+                user.pre, user.post = b'{"type":"say","text":"', b'"}'
+            users.append(user)
             ends.append(theirs)
-        relay = Relay(ends, ROOMS, fault)
+        relay = self.relay(ends, ROOMS, fault)
         relay.start()
         try:
             result = stepper.run(self.binary, conns=users, rate=600.0, duration=0.5, grace=0.2,
                                  drain=2.0, tick=0.001, loud=loud, probe_every=7, irc=False,
-                                 timeout=30)
+                                 ws=self.ws, timeout=30)
         finally:
             relay.stop.set()
             relay.join(5)
             for sock in [u.sock for u in users] + ends:
                 sock.close()
         sent = {u.idx: result["users"][u.idx]["seq"] for u in users}
-        expected = {u.idx: sum(sent[o.idx] for o in users if o.room == u.room and o is not u)
+        # A WebSocket user gets its own lines back; a line user does not.
+        expected = {u.idx: sum(sent[o.idx] for o in users
+                               if o.room == u.room and (self.ws or o is not u))
                     for u in users}
         return result, sent, expected
+
+
+class StepperTests(_StepperCase):
+    relay = Relay
 
     def assertExact(self, result, expected):
         for idx, want in expected.items():
@@ -213,40 +226,14 @@ class StepperTests(SynchronousTestCase):
         self.assertGreater(result["sampled"][0]["bad"], 0)
 
 
-class WebSocketStepperTests(SynchronousTestCase):
+class WebSocketStepperTests(_StepperCase):
     """ws mode: masked frames out, frames counted in, own lines expected back."""
 
-    def setUp(self):
-        if shutil.which("gcc") is None:
-            self.fail("gcc is needed to build the benchmark's stepper (make test installs it)")
-        self.binary = stepper.build()
-
-    def step(self, fault=None):
-        users, ends = [], []
-        for idx, room in enumerate(ROOMS):
-            mine, theirs = socket.socketpair()
-            mine.setblocking(False)
-            user = User(mine, idx, room, sender=True, sampled=idx in (0, 4))
-            user.pre, user.post = b'{"type":"say","text":"', b'"}'
-            users.append(user)
-            ends.append(theirs)
-        relay = WsRelay(ends, ROOMS, fault)
-        relay.start()
-        try:
-            result = stepper.run(self.binary, conns=users, rate=600.0, duration=0.5, grace=0.2,
-                                 drain=2.0, tick=0.001, loud=True, probe_every=7, irc=False,
-                                 ws=True, timeout=30)
-        finally:
-            relay.stop.set()
-            relay.join(5)
-            for sock in [u.sock for u in users] + ends:
-                sock.close()
-        sent = {u.idx: result["users"][u.idx]["seq"] for u in users}
-        expected = {u.idx: sum(sent[o.idx] for o in users if o.room == u.room) for u in users}
-        return result, sent, expected
+    relay = WsRelay
+    ws = True
 
     def test_faithful_relay_counts_every_frame_own_lines_included(self):
-        result, sent, expected = self.step()
+        result, sent, expected = self.step(loud=True)
         self.assertEqual(sum(sent.values()), 300)
         for idx, want in expected.items():
             self.assertEqual(result["users"][idx]["rx"], want, "user %d" % idx)
@@ -264,7 +251,7 @@ class WebSocketStepperTests(SynchronousTestCase):
                 return 2
             return 1
 
-        result, _, expected = self.step(fault)
+        result, _, expected = self.step(fault, loud=True)
         self.assertEqual(expected[4] - result["users"][4]["rx"], 1)
         self.assertEqual(result["users"][0]["rx"] - expected[0], 1)
         self.assertEqual(result["sampled"][0]["bad"], 1)

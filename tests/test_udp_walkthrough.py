@@ -64,28 +64,6 @@ class WalkthroughParsingTests(SynchronousTestCase):
                             for line in said), said)
 
 
-class _Recorder:
-    """Passes everything to a reactor, and keeps the ports and protocols it listens with."""
-
-    def __init__(self, reactor) -> None:
-        self._reactor = reactor
-        self.tcp_ports: list = []
-        self.udp: list = []  # (port, protocol)
-
-    def listenTCP(self, *args, **kwargs):
-        port = self._reactor.listenTCP(*args, **kwargs)
-        self.tcp_ports.append(port)
-        return port
-
-    def listenUDP(self, port, protocol, *args, **kwargs):
-        listening = self._reactor.listenUDP(port, protocol, *args, **kwargs)
-        self.udp.append((listening, protocol))
-        return listening
-
-    def __getattr__(self, name):
-        return getattr(self._reactor, name)
-
-
 class NcClient(DatagramProtocol):
     """What C{nc -u} does: one datagram per typed line; every datagram received, in order."""
 
@@ -153,12 +131,13 @@ class WalkthroughTests(TestCase):
             ["--tcp", "tcp:0:interface=127.0.0.1", "--udp", "udp:0:interface=127.0.0.1", "--irc", "off", "--web", "off",
              "--history", "none"]
         )
-        recorder = _Recorder(reactor)
+        recorder = support.ListenRecorder(reactor)
         service = tap.makeService(options, reactor=recorder)
         yield defer.maybeDeferred(service.startService)
         self.addCleanup(service.stopService)
         [tcp_port] = recorder.tcp_ports
-        [(udp_port, chat)] = recorder.udp
+        [udp_port] = recorder.udp_ports
+        chat = udp_port.protocol
 
         bob = yield support.connect(reactor, tcp_port.getHost().port)
         self.addCleanup(bob.close)

@@ -37,7 +37,7 @@ class WebUser(WebSocketClientProtocol):
         self._read = 0
 
     def onConnect(self, response):
-        self._waiters = support._Waiters(self.factory.clock)
+        self._waiters = support.Waiters(self.factory.clock)
 
     def onOpen(self):
         self.factory.opened.callback(self)

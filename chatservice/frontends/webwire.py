@@ -12,6 +12,7 @@ as decimal strings both ways.
 import dataclasses
 import json
 import re
+from dataclasses import dataclass
 
 from chatservice.core.commands import (
     HISTORY_MAX, History, Join, Me, Msg, Nick, Part, Quit, Rooms, Say, Topic, Who,
@@ -24,23 +25,15 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _ID = re.compile(r"[0-9]{1,19}\Z")
 
 
+@dataclass(frozen=True, slots=True)
 class Hello:
     """
     C{hello}: the nick to log in with, and the rooms to (re)join afterwards,
     each with the id of the last line seen there (None: none seen).
     """
 
-    __slots__ = ("nick", "rooms")
-
-    def __init__(self, nick: str, rooms: dict | None) -> None:
-        self.nick = nick
-        self.rooms = rooms
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Hello) and (self.nick, self.rooms) == (other.nick, other.rooms)
-
-    def __repr__(self) -> str:
-        return f"Hello({self.nick!r}, {self.rooms!r})"
+    nick: str
+    rooms: dict | None
 
 
 def type_name(event) -> str:
